@@ -1,0 +1,88 @@
+"""Small raw-ASGI helpers for the proxy hot path (no Request/Response objects)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from .errors import ApiError, ErrorStyle, error_body
+
+JSON_TYPE = b"application/json; charset=utf-8"
+
+
+class ClientGone(Exception):
+    """The client disconnected; nothing more can be sent."""
+
+
+def header_map(scope: Scope) -> dict[bytes, bytes]:
+    """Request headers by lower-case name (the last one wins, as is enough here)."""
+    return dict(scope["headers"])
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """Read the whole request body, refusing (413) as soon as it passes `limit`."""
+    length = headers.get(b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"request body too large (limit {limit} bytes)")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request body too large (limit {limit} bytes)")
+            parts.append(chunk)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes = JSON_TYPE,
+                     extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, style: ErrorStyle, error: ApiError) -> None:
+    extra = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send_bytes(send, error.status, error_body(style, error.status, error.message), extra=extra)
+
+
+class DisconnectWatch:
+    """Watches `receive` for the client going away and then cancels `task`, so waits and
+    streams stop at once.
+
+    uvicorn silently drops writes after a disconnect, so without this a stalled upstream would
+    keep its slot until it produced another chunk. Start only after the body has been read.
+    """
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        self.disconnected = False
+        self._armed = True
+        self._target = task
+        self._task = asyncio.ensure_future(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                if self._armed:
+                    self.disconnected = True
+                    self._target.cancel()
+                return
+
+    def close(self) -> None:
+        self._armed = False
+        self._task.cancel()
+
+
+def scope_client(scope: Scope) -> str:
+    client: Any = scope.get("client")
+    return client[0] if client else ""

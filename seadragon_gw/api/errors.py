@@ -1,0 +1,58 @@
+"""Error responses in the two shapes clients parse.
+
+Native Ollama routes answer `{"error": "..."}`; OpenAI-style routes answer
+`{"error": {"message", "type", "param", "code"}}`. Which one depends only on the path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import orjson
+
+ErrorStyle = Literal["ollama", "openai"]
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_OPENAI_PREFIXES = ("/v1/", "/api/chat/completions", "/api/completions", "/api/models")
+
+
+@dataclass
+class ApiError(Exception):
+    """Raised anywhere in request handling; rendered once, in the caller's error style."""
+
+    status: int
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.message}"
+
+
+def style_for_path(path: str) -> ErrorStyle:
+    return "openai" if path.startswith(_OPENAI_PREFIXES) or path == "/v1" else "ollama"
+
+
+def error_payload(style: ErrorStyle, status: int, message: str) -> dict:
+    if style == "ollama":
+        return {"error": message}
+    kind = _OPENAI_TYPES.get(status, "api_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def error_body(style: ErrorStyle, status: int, message: str) -> bytes:
+    return orjson.dumps(error_payload(style, status, message))
+
+
+def stream_error_line(style: ErrorStyle, message: str) -> bytes:
+    """The in-band error that ends a stream whose 200 headers are already sent."""
+    if style == "ollama":
+        return orjson.dumps({"error": message}) + b"\n"
+    return b"data: " + error_body("openai", 500, message) + b"\n\n"

@@ -1,0 +1,94 @@
+"""The route table: where every request goes."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from . import metadata
+from .proxy import ForwardSpec
+
+_INFERENCE_NATIVE = ForwardSpec(access="user", queued=True, native=True)
+_INFERENCE_OPENAI = ForwardSpec(access="user", queued=True, native=False)
+_SHOW = ForwardSpec(access="user", queued=False, native=True)
+
+
+def _admin(model_field: str | None = "model", *, must_exist: bool = True, changes: bool = True,
+           raw: bool = False) -> ForwardSpec:
+    return ForwardSpec(access="admin", queued=False, native=True, model_field=model_field,
+                       model_must_exist=must_exist, changes_models=changes, raw_body=raw)
+
+
+class Forward:
+    """ASGI endpoint for a forwarded route; all of them share `Proxy.handle`."""
+
+    def __init__(self, spec: ForwardSpec) -> None:
+        self.spec = spec
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await scope["app"].state.gateway.proxy.handle(self.spec, scope, receive, send)
+
+
+def _forward(path: str, spec: ForwardSpec, methods: list[str], upstream: str | None = None) -> Route:
+    if upstream is not None:
+        spec = ForwardSpec(**{**spec.__dict__, "upstream_path": upstream})
+    return Route(path, Forward(spec), methods=methods)
+
+
+def native_routes() -> list[BaseRoute]:
+    """The Ollama API; also served under /api/ollama."""
+    post = ["POST"]
+    return [
+        Route("/", metadata.root, methods=["GET", "HEAD"]),
+        Route("/api/version", metadata.version, methods=["GET", "HEAD"]),
+        Route("/api/tags", metadata.tags, methods=["GET", "HEAD"]),
+        Route("/api/ps", metadata.ps, methods=["GET"]),
+        _forward("/api/show", _SHOW, post),
+        _forward("/api/chat", _INFERENCE_NATIVE, post),
+        _forward("/api/generate", _INFERENCE_NATIVE, post),
+        _forward("/api/embed", _INFERENCE_NATIVE, post),
+        _forward("/api/embeddings", _INFERENCE_NATIVE, post),
+        _forward("/api/pull", _admin(must_exist=False), post),
+        _forward("/api/push", _admin(changes=False), post),
+        _forward("/api/create", _admin(must_exist=False), post),
+        _forward("/api/copy", _admin("source"), post),
+        _forward("/api/delete", _admin(), ["DELETE"]),
+        _forward("/api/blobs/{digest}", _admin(None, changes=False, raw=True), ["HEAD", "POST"]),
+    ]
+
+
+def openai_routes() -> list[BaseRoute]:
+    post = ["POST"]
+    return [
+        _forward("/v1/chat/completions", _INFERENCE_OPENAI, post),
+        _forward("/v1/completions", _INFERENCE_OPENAI, post),
+        _forward("/v1/embeddings", _INFERENCE_OPENAI, post),
+        Route("/v1/models", metadata.openai_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", metadata.openai_model, methods=["GET"]),
+        _forward("/api/chat/completions", _INFERENCE_OPENAI, post, upstream="/v1/chat/completions"),
+        _forward("/api/completions", _INFERENCE_OPENAI, post, upstream="/v1/completions"),
+        Route("/api/models", metadata.openai_models, methods=["GET"]),
+    ]
+
+
+class OllamaPrefix:
+    """`/api/ollama/<native path>` serves the native API under a prefix (`/api/ollama/api/chat`;
+    `/api/ollama/chat` works too), so clients can use `http://gw/api/ollama` as their host."""
+
+    def __init__(self, router_app: object) -> None:
+        self.router_app = router_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rest = scope["path"][len("/api/ollama"):] or "/"
+        if rest != "/" and not rest.startswith("/api/"):
+            rest = "/api" + rest
+        inner = {**scope, "path": rest, "raw_path": rest.encode(), "root_path": ""}
+        await self.router_app(inner, receive, send)  # type: ignore[operator]
+
+
+def all_routes() -> list[BaseRoute]:
+    return [
+        Route("/health", metadata.health, methods=["GET"]),
+        *native_routes(),
+        *openai_routes(),
+    ]

@@ -1,0 +1,107 @@
+"""Bearer tokens from `tokens.json`, reloaded when the file changes.
+
+Formats accepted: `{"user": "token"}` and `{"user": {"token": "...", "priority": 2, "admin": false}}`.
+Tokens are kept only as SHA-256 digests; a lookup hashes the presented token, finds the entry
+by digest and confirms with a constant-time compare, so no plaintext is held or compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .principal import Principal
+
+log = logging.getLogger("seadragon_gw.auth")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    digest: bytes
+    principal: Principal
+
+
+def parse_tokens(data: object, default_priority: int) -> dict[bytes, TokenEntry]:
+    """Validate the decoded JSON; raise ValueError naming the bad entry (never the token)."""
+    if not isinstance(data, dict):
+        raise ValueError("top level must be an object of user -> token")
+    entries: dict[bytes, TokenEntry] = {}
+    for user, spec in data.items():
+        if isinstance(spec, str):
+            spec = {"token": spec}
+        if not isinstance(spec, dict) or not isinstance(spec.get("token"), str) or not spec["token"]:
+            raise ValueError(f"entry {user!r}: expected a token string or an object with 'token'")
+        unknown = set(spec) - {"token", "priority", "admin"}
+        if unknown:
+            raise ValueError(f"entry {user!r}: unknown field(s) {', '.join(sorted(unknown))}")
+        priority = spec.get("priority", default_priority)
+        if not isinstance(priority, (int, float)) or isinstance(priority, bool):
+            raise ValueError(f"entry {user!r}: priority must be a number")
+        admin = spec.get("admin", False)
+        if not isinstance(admin, bool):
+            raise ValueError(f"entry {user!r}: admin must be true or false")
+        digest = hashlib.sha256(spec["token"].encode()).digest()
+        principal = Principal(kind="token", name=str(user), priority=priority, is_admin=admin)
+        entries[digest] = TokenEntry(digest, principal)
+    return entries
+
+
+class TokenFile:
+    """The token set from one file; `lookup` re-reads the file at most every `check_interval_s`."""
+
+    def __init__(
+        self,
+        path: str | None,
+        default_priority: int = 2,
+        check_interval_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.default_priority = default_priority
+        self.check_interval_s = check_interval_s
+        self._clock = clock
+        self._entries: dict[bytes, TokenEntry] = {}
+        self._mtime: float | None = None
+        self._next_check = 0.0
+        self.reload_if_changed(force=True)
+
+    def lookup(self, token: str) -> Principal | None:
+        now = self._clock()
+        if now >= self._next_check:
+            self._next_check = now + self.check_interval_s
+            self.reload_if_changed()
+        digest = hashlib.sha256(token.encode()).digest()
+        entry = self._entries.get(digest)
+        if entry is None or not hmac.compare_digest(entry.digest, digest):
+            return None
+        return entry.principal
+
+    def reload_if_changed(self, force: bool = False) -> None:
+        """Reload on an mtime change; a broken file keeps the last good set and logs one error."""
+        if self.path is None:
+            return
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime == self._mtime and not force:
+            return
+        self._mtime = mtime
+        if mtime is None:
+            log.error("tokens file %s: not found; keeping %d token(s)", self.path, len(self._entries))
+            return
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                entries = parse_tokens(json.load(fh), self.default_priority)
+        except (OSError, ValueError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            log.error("tokens file %s: %s; keeping the last good set", self.path, reason)
+            return
+        self._entries = entries
+        log.info("tokens file %s: loaded %d token(s)", self.path, len(entries))

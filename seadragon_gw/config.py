@@ -1,0 +1,188 @@
+"""Configuration: typed records loaded from `config.yaml`, validated strictly.
+
+A typo in a config key is a silent misconfiguration, so unknown keys and wrong types stop
+start-up with one line that names the key (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A config problem, worded as one line that names the offending key."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 11435
+    max_body_bytes: int = 100 * 1024 * 1024
+    log_level: str = "info"
+    access_log: bool = False
+
+
+@dataclass
+class AuthConfig:
+    tokens_file: str | None = "tokens.json"
+    anonymous_read: bool = True
+    trusted_proxies: list[str] = field(default_factory=list)
+    default_token_priority: int = 2
+    jwt_secret: str | None = None
+    jwt_access_ttl_s: int = 3600
+    jwt_refresh_ttl_s: int = 14 * 86400
+    jwt_priority: int = 3
+    whitelist_priority: int = 1
+
+
+@dataclass
+class QueueConfig:
+    aging_per_minute: float = 0.1
+    max_waiting: int = 512
+    timeout_s: float = 600.0
+    early_headers: bool = True
+    sse_keepalive_s: float = 15.0
+    retry_after_s: int = 5
+
+
+@dataclass
+class BackendConfig:
+    name: str
+    url: str
+    kind: Literal["ollama", "openai"] = "ollama"
+    max_concurrent: int = 1
+    models: list[str] | Literal["*"] = "*"
+    api_key: str | None = None
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 600.0
+    refresh_s: float = 30.0
+    health_interval_s: float = 10.0
+
+
+@dataclass
+class GatewayConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    backends: list[BackendConfig] = field(default_factory=list)
+    database: str = "seadragon.db"
+    base_dir: str = "."
+
+    def resolve_path(self, path: str) -> str:
+        """Relative paths in the config are relative to the config file's folder."""
+        return str(Path(self.base_dir, path).resolve()) if not os.path.isabs(path) else path
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate a YAML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {file}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {file}: invalid YAML: {' '.join(str(exc).split())}") from None
+    config = parse_config(raw)
+    config.base_dir = str(file.resolve().parent)
+    return config
+
+
+def parse_config(raw: Any) -> GatewayConfig:
+    """Build a GatewayConfig from plain data, naming the first bad key."""
+    config = _build(GatewayConfig, raw, "")
+    _check_semantics(config)
+    return config
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {_kind(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{where}{key}"
+        if key not in fields:
+            raise ConfigError(f"{name}: unknown key (expected one of: {', '.join(fields)})")
+        values[key] = _coerce(hints[key], value, name)
+    for f in fields.values():
+        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if no_default and f.name not in values:
+            raise ConfigError(f"{where}{f.name}: required key is missing")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, name + ".")
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(typing.get_args(hint), value, name)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            allowed = ", ".join(repr(a) for a in typing.get_args(hint))
+            raise ConfigError(f"{name}: must be one of {allowed}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}: expected a list, got {_kind(value)}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(item, v, f"{name}[{i}]") for i, v in enumerate(value)]
+    return _coerce_scalar(hint, value, name)
+
+
+def _coerce_union(options: tuple[Any, ...], value: Any, name: str) -> Any:
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _coerce(option, value, name)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError(errors[0] if len(errors) == 1 else f"{name}: unexpected value {value!r}")
+
+
+def _coerce_scalar(hint: Any, value: Any, name: str) -> Any:
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{name}: expected {hint.__name__}, got {_kind(value)} {value!r}")
+
+
+def _check_semantics(config: GatewayConfig) -> None:
+    names: set[str] = set()
+    for i, backend in enumerate(config.backends):
+        where = f"backends[{i}]"
+        if backend.name in names:
+            raise ConfigError(f"{where}.name: duplicate backend name {backend.name!r}")
+        names.add(backend.name)
+        if not backend.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url: must start with http:// or https://")
+        if backend.max_concurrent < 1:
+            raise ConfigError(f"{where}.max_concurrent: must be at least 1")
+    if config.queue.max_waiting < 0:
+        raise ConfigError("queue.max_waiting: must be 0 or more")
+    if config.queue.timeout_s <= 0:
+        raise ConfigError("queue.timeout_s: must be positive")
+    if config.server.max_body_bytes < 1024:
+        raise ConfigError("server.max_body_bytes: must be at least 1024")
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__

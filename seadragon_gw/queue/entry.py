@@ -1,0 +1,47 @@
+"""One queued request, as the scheduler sees it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..backends.backend import Backend
+
+QueueKey = tuple[str, str | None]
+"""(model key, backend kind required or None). Native routes need an Ollama backend."""
+
+
+@dataclass(eq=False, slots=True)
+class QueueEntry:
+    """A request waiting for, or holding, a backend slot.
+
+    `sort_key` is `base priority + aging rate * enqueue time`: with one aging rate this orders
+    the heap exactly by effective priority forever, so no re-sorting is ever needed.
+    """
+
+    queue_key: QueueKey
+    priority: float
+    enqueued_at: float
+    sort_key: float
+    seq: int
+    granted: asyncio.Future[Backend]
+    finished: asyncio.Future[None] = field(init=False)
+    backend: Backend | None = None
+    cancelled: bool = False
+
+    def __post_init__(self) -> None:
+        self.finished = self.granted.get_loop().create_future()
+
+    def __lt__(self, other: QueueEntry) -> bool:
+        return (self.sort_key, self.seq) < (other.sort_key, other.seq)
+
+    def grant(self, backend: Backend) -> None:
+        self.backend = backend
+        self.granted.set_result(backend)
+
+    def finish(self) -> None:
+        """Give the slot back; safe to call more than once."""
+        if not self.finished.done():
+            self.finished.set_result(None)

@@ -1,0 +1,142 @@
+"""Schema migrations, tracked with `PRAGMA user_version`.
+
+Migrations are append-only: `MIGRATIONS[n]` moves the schema from version n to n + 1.
+Each runs in its own transaction together with the version bump, so a crash mid-upgrade
+leaves the database at the previous version rather than half-migrated.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+
+from .errors import StoreError
+
+_V1 = """
+CREATE TABLE api_keys (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    key_hash TEXT UNIQUE NOT NULL,
+    priority INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    last_used REAL,
+    is_active INTEGER NOT NULL DEFAULT 1,
+    expires_at REAL,
+    allowed_models TEXT,
+    rate_limit_per_min INTEGER,
+    is_admin INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX api_keys_prefix ON api_keys (prefix);
+
+CREATE TABLE ip_whitelist (
+    id INTEGER PRIMARY KEY,
+    network TEXT UNIQUE NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 1,
+    label TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT UNIQUE NOT NULL COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    is_admin INTEGER NOT NULL DEFAULT 0,
+    is_active INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL,
+    last_login REAL
+);
+
+CREATE TABLE registration_tokens (
+    id INTEGER PRIMARY KEY,
+    prefix TEXT NOT NULL,
+    token_hash TEXT UNIQUE NOT NULL,
+    is_admin INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    used_at REAL,
+    used_by TEXT,
+    note TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE request_log (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    principal TEXT,
+    client TEXT,
+    method TEXT,
+    path TEXT,
+    model TEXT,
+    status INTEGER,
+    duration_ms REAL,
+    queue_ms REAL
+);
+CREATE INDEX request_log_ts ON request_log (ts);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1,)
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    rows = list(await conn.execute_fetchall("PRAGMA user_version"))
+    return int(rows[0][0])
+
+
+async def apply(conn: aiosqlite.Connection) -> int:
+    """Run the migrations this database lacks, in order; returns the resulting version.
+
+    `conn` must be in autocommit mode (isolation_level=None). The version is re-read under
+    the write lock, so two processes starting at once do not both run the same migration.
+    """
+    version = await schema_version(conn)
+    _check_known(version)
+    for target in range(version + 1, len(MIGRATIONS) + 1):
+        await _run_one(conn, target)
+    return len(MIGRATIONS)
+
+
+async def _run_one(conn: aiosqlite.Connection, target: int) -> None:
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = await schema_version(conn)
+        _check_known(current)
+        if current < target:
+            for statement in split_statements(MIGRATIONS[target - 1]):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {target}")
+        await conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
+        raise
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a script on the semicolons that really end statements.
+
+    Needed because sqlite3's executescript() commits any open transaction first, which
+    would break the one-transaction-per-migration rule.
+    """
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n\t;"):
+        raise ValueError("migration script ends with an incomplete statement")
+    return [s for s in statements if s.strip(" \n\t;")]
+
+
+def _check_known(version: int) -> None:
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"schema version {version} is newer than this program knows ({len(MIGRATIONS)})"
+        )
