@@ -1,0 +1,229 @@
+"""Pure auth building blocks: secrets, password hashing, JWTs, whitelist matching."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import jwt
+import pytest
+
+from seadragon_gw.auth.jwt_tokens import JwtCodec, JwtError
+from seadragon_gw.auth.passwords import PasswordHasher, validate_password
+from seadragon_gw.auth.secrets_util import (
+    display_prefix,
+    generate_secret,
+    hash_secret,
+    secrets_equal,
+)
+from seadragon_gw.auth.whitelist import WhitelistMatcher, parse_network
+
+SECRET = "test-secret-" + "x" * 64
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cheap_hasher(**overrides: int) -> PasswordHasher:
+    params = {"time_cost": 1, "memory_cost": 8, "parallelism": 1, **overrides}
+    return PasswordHasher(**params)
+
+
+def b64(data: dict) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+# --- secrets --------------------------------------------------------------------------
+
+
+def test_generate_secret_is_prefixed_random_and_hashable() -> None:
+    a, b = generate_secret("sdk-"), generate_secret("sdk-")
+    assert a.startswith("sdk-") and a != b and len(a) > 40
+    assert len(hash_secret(a)) == 64 and hash_secret(a) == hash_secret(a)
+    assert display_prefix(a) == a[:12]
+    assert secrets_equal(a, a) and not secrets_equal(a, b)
+
+
+# --- passwords ------------------------------------------------------------------------
+
+
+def test_password_hash_and_verify() -> None:
+    hasher = cheap_hasher()
+    hashed = hasher.hash("correct horse")
+    assert "correct horse" not in hashed and hashed.startswith("$argon2id$")
+    assert hasher.verify(hashed, "correct horse")
+    assert not hasher.verify(hashed, "wrong horse")
+
+
+@pytest.mark.parametrize("bad_hash", ["", "not-a-hash", "$argon2id$garbage", None])
+def test_password_verify_never_raises_on_bad_input(bad_hash: object) -> None:
+    assert cheap_hasher().verify(bad_hash, "whatever1") is False  # type: ignore[arg-type]
+
+
+def test_password_needs_rehash_when_params_change() -> None:
+    old = cheap_hasher().hash("correct horse")
+    assert not cheap_hasher().needs_rehash(old)
+    assert cheap_hasher(time_cost=2).needs_rehash(old)
+    assert cheap_hasher().needs_rehash("garbage")
+
+
+def test_validate_password() -> None:
+    assert validate_password("12345678") is None
+    assert "at least 8" in (validate_password("short") or "")
+    assert "at most 1024" in (validate_password("x" * 1025) or "")
+
+
+# --- JWT ------------------------------------------------------------------------------
+
+
+def test_jwt_roundtrip_carries_standard_and_extra_claims() -> None:
+    codec = JwtCodec(SECRET, clock=FakeClock())
+    claims = codec.decode(codec.issue("alice", "access", {"admin": True}), "access")
+    assert claims["sub"] == "alice" and claims["typ"] == "access" and claims["admin"] is True
+    assert claims["exp"] - claims["iat"] == 3600 and claims["jti"]
+
+
+def test_jwt_refresh_has_longer_ttl_and_unique_jti() -> None:
+    codec = JwtCodec(SECRET, clock=FakeClock())
+    a = codec.decode(codec.issue("alice", "refresh"), "refresh")
+    b = codec.decode(codec.issue("alice", "refresh"), "refresh")
+    assert a["exp"] - a["iat"] == 14 * 86400 and a["jti"] != b["jti"]
+
+
+def test_jwt_extra_may_not_override_standard_claims() -> None:
+    with pytest.raises(ValueError):
+        JwtCodec(SECRET).issue("alice", "access", {"exp": 1})
+
+
+def test_jwt_expired_via_clock() -> None:
+    clock = FakeClock()
+    codec = JwtCodec(SECRET, access_ttl_s=60, clock=clock)
+    token = codec.issue("alice", "access")
+    clock.now += 59
+    codec.decode(token, "access")
+    clock.now += 1
+    with pytest.raises(JwtError, match="expired"):
+        codec.decode(token, "access")
+
+
+def test_jwt_wrong_signature() -> None:
+    token = JwtCodec("another-secret-of-sufficient-length!!").issue("alice", "access")
+    with pytest.raises(JwtError, match="signature"):
+        JwtCodec(SECRET).decode(token, "access")
+
+
+def test_jwt_alg_none_refused() -> None:
+    now = int(FakeClock()())
+    claims = {"sub": "admin", "iat": now, "exp": now + 60, "typ": "access"}
+    token = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
+    with pytest.raises(JwtError, match="algorithm"):
+        JwtCodec(SECRET, clock=FakeClock()).decode(token, "access")
+
+
+@pytest.mark.parametrize("alg", ["HS512", "RS256"])
+def test_jwt_other_algorithms_refused(alg: str) -> None:
+    now = int(FakeClock()())
+    claims = {"sub": "admin", "iat": now, "exp": now + 60, "typ": "access"}
+    if alg == "HS512":
+        token = jwt.encode(claims, SECRET, algorithm="HS512")
+    else:  # header claims RS256, "signed" with the shared secret (algorithm confusion)
+        signing_input = f"{b64({'alg': 'RS256', 'typ': 'JWT'})}.{b64(claims)}"
+        token = f"{signing_input}.{b64({'x': 1})}"
+    with pytest.raises(JwtError, match="algorithm"):
+        JwtCodec(SECRET, clock=FakeClock()).decode(token, "access")
+
+
+def test_jwt_token_types_not_interchangeable() -> None:
+    codec = JwtCodec(SECRET, clock=FakeClock())
+    with pytest.raises(JwtError, match="access"):
+        codec.decode(codec.issue("alice", "refresh"), "access")
+    with pytest.raises(JwtError, match="refresh"):
+        codec.decode(codec.issue("alice", "access"), "refresh")
+
+
+@pytest.mark.parametrize("missing", ["exp", "iat", "sub", "typ"])
+def test_jwt_missing_claims_refused(missing: str) -> None:
+    now = int(FakeClock()())
+    claims = {"sub": "alice", "iat": now, "exp": now + 60, "typ": "access"}
+    del claims[missing]
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    with pytest.raises(JwtError, match=missing):
+        JwtCodec(SECRET, clock=FakeClock()).decode(token, "access")
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "a.b.c", "...."])
+def test_jwt_malformed_refused(token: str) -> None:
+    with pytest.raises(JwtError):
+        JwtCodec(SECRET).decode(token, "access")
+
+
+# --- whitelist ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    network: str
+    priority: int = 1
+    label: str = ""
+
+
+def matcher(*entries: Entry) -> WhitelistMatcher[Entry]:
+    return WhitelistMatcher.from_entries(entries)
+
+
+def test_whitelist_single_ipv4() -> None:
+    m = matcher(Entry("127.0.0.1", label="lo"))
+    assert m.match("127.0.0.1") == Entry("127.0.0.1", label="lo")
+    assert m.match("127.0.0.2") is None
+
+
+def test_whitelist_cidr() -> None:
+    m = matcher(Entry("10.0.0.0/8"))
+    assert m.match("10.200.3.4") is not None
+    assert m.match("11.0.0.1") is None
+
+
+def test_whitelist_most_specific_wins() -> None:
+    broad, narrow, host = Entry("10.0.0.0/8", 3), Entry("10.1.0.0/16", 2), Entry("10.1.2.3", 1)
+    m = matcher(broad, host, narrow)
+    assert m.match("10.1.2.3") is host
+    assert m.match("10.1.9.9") is narrow
+    assert m.match("10.9.9.9") is broad
+
+
+def test_whitelist_ipv6() -> None:
+    m = matcher(Entry("2001:db8::/32", label="v6"), Entry("::1"))
+    assert m.match("2001:db8:1::5") is not None
+    assert m.match("::1") is not None
+    assert m.match("2001:db9::1") is None
+    assert m.match("127.0.0.1") is None
+
+
+def test_whitelist_ipv4_mapped_ipv6_matches_ipv4_entry() -> None:
+    m = matcher(Entry("127.0.0.0/8"))
+    assert m.match("::ffff:127.0.0.2") is not None
+    assert matcher(Entry("::ffff:10.0.0.1")).match("10.0.0.1") is not None
+
+
+def test_whitelist_unparsable_client_never_matches() -> None:
+    assert matcher(Entry("0.0.0.0/0")).match("testclient") is None
+
+
+def test_parse_network_normalises() -> None:
+    assert parse_network("127.0.0.1") == "127.0.0.1/32"
+    assert parse_network(" 10.0.0.7/8 ") == "10.0.0.0/8"
+    assert parse_network("::1") == "::1/128"
+    assert parse_network("::ffff:10.0.0.0/104") == "10.0.0.0/8"
+
+
+@pytest.mark.parametrize("garbage", ["", "   ", "localhost", "300.1.1.1", "10.0.0.0/33", "1.2.3"])
+def test_parse_network_rejects_garbage(garbage: str) -> None:
+    with pytest.raises(ValueError, match="IP|network"):
+        parse_network(garbage)
