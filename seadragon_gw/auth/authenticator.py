@@ -1,18 +1,34 @@
-"""Deciding who a request is from, and whether that may reach a route."""
+"""Deciding who a request is from, and whether that may reach a route.
+
+Resolution order: an explicit credential (tokens.json token, API key, JWT) decides, and an
+invalid one is 401 even from a whitelisted address; with no credential the IP whitelist
+decides; otherwise the caller is anonymous (allowed on read routes only, if configured).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Callable
 from typing import Literal
 
 from starlette.types import Scope
 
 from ..api.errors import ApiError
 from ..config import AuthConfig
+from ..model_names import model_key
+from ..store.api_keys import ApiKey
+from ..store.write_behind import LastUsedBatcher
+from .client_ip import ClientAddress
+from .credentials import CredentialCache
+from .jwt_tokens import JwtCodec, JwtError
 from .principal import ANONYMOUS, Principal
+from .secrets_util import hash_secret
 from .tokens_file import TokenFile
 
 Access = Literal["read", "user", "admin"]
 UNAUTHORIZED = "unauthorized: missing or invalid credentials"
+PRIORITY_LEVELS = {"high": 1, "normal": 2, "low": 3}
 
 
 def bearer_token(headers: dict[bytes, bytes]) -> str | None:
@@ -25,6 +41,11 @@ def bearer_token(headers: dict[bytes, bytes]) -> str | None:
     return token.strip()
 
 
+def _unauthorized(reason: str = "") -> ApiError:
+    message = f"unauthorized: {reason}" if reason else UNAUTHORIZED
+    return ApiError(401, message, {"WWW-Authenticate": "Bearer"})
+
+
 class Authenticator:
     """`authenticate` returns the caller's Principal or raises 401/403 as an ApiError.
 
@@ -32,25 +53,88 @@ class Authenticator:
     `auth.anonymous_read` is on: Cline's model picker and Roo's embedder send no header.
     """
 
-    def __init__(self, config: AuthConfig, tokens: TokenFile) -> None:
+    def __init__(self, config: AuthConfig, tokens: TokenFile, cache: CredentialCache,
+                 last_used: LastUsedBatcher | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.tokens = tokens
+        self.cache = cache
+        self.addresses = ClientAddress(config.trusted_proxies)
+        self.last_used = last_used
+        self.jwt: JwtCodec | None = None
+        self.clock = clock
 
     def authenticate(self, scope: Scope, headers: dict[bytes, bytes], access: Access) -> Principal:
         principal = self.identify(scope, headers)
         if principal is None:
             if access == "read" and self.config.anonymous_read:
                 return ANONYMOUS
-            raise ApiError(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+            raise _unauthorized()
         if access == "admin" and not principal.is_admin:
             raise ApiError(403, "forbidden: this route needs an admin credential")
-        return principal
+        return _with_request_hints(principal, headers)
 
     def identify(self, scope: Scope, headers: dict[bytes, bytes]) -> Principal | None:
+        api_key = headers.get(b"x-api-key")
+        if api_key is not None:
+            return self._api_key(api_key.decode("latin-1").strip())
         token = bearer_token(headers)
-        if token is None:
+        if token is not None:
+            return self._bearer(token)
+        entry = self.cache.snapshot.whitelist.match(self.addresses.resolve(scope, headers))
+        if entry is None:
             return None
+        return Principal(kind="whitelist", name=entry.label or entry.network, priority=entry.priority)
+
+    def _bearer(self, token: str) -> Principal:
         principal = self.tokens.lookup(token)
-        if principal is None:
-            raise ApiError(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+        if principal is not None:
+            return principal
+        if token.count(".") == 2 and self.jwt is not None:
+            return self._jwt(token)
+        return self._api_key(token)
+
+    def _api_key(self, key: str) -> Principal:
+        record = self.cache.snapshot.keys_by_hash.get(hash_secret(key))
+        now = self.clock()
+        if record is None or not record.is_usable(now):
+            reason = "API key expired" if record is not None and record.is_active else ""
+            raise _unauthorized(reason)
+        if self.last_used is not None:
+            self.last_used.mark(record.id, now)
+        return _key_principal(record)
+
+    def _jwt(self, token: str) -> Principal:
+        assert self.jwt is not None
+        try:
+            claims = self.jwt.decode(token, "access")
+        except JwtError as exc:
+            raise _unauthorized(str(exc)) from None
+        user = self.cache.snapshot.users.get(str(claims["sub"]).lower())
+        if user is None or not user.is_active:
+            raise _unauthorized("user is unknown or deactivated")
+        return Principal(kind="jwt", name=user.username, priority=self.config.jwt_priority,
+                         is_admin=user.is_admin)
+
+
+def _key_principal(record: ApiKey) -> Principal:
+    allowed = frozenset(model_key(m) for m in record.allowed_models) if record.allowed_models else None
+    return Principal(kind="apikey", name=record.name, priority=record.priority, is_admin=record.is_admin,
+                     allowed_models=allowed, key_id=record.id)
+
+
+def _with_request_hints(principal: Principal, headers: dict[bytes, bytes]) -> Principal:
+    """Apply `X-Priority` (high=1, normal=2, low=3, never better than the credential's own
+    priority) and record `X-Client-ID` as the client name."""
+    level = headers.get(b"x-priority")
+    client = headers.get(b"x-client-id")
+    if level is None and client is None:
         return principal
+    changes: dict[str, object] = {}
+    if level is not None:
+        wanted = PRIORITY_LEVELS.get(level.decode("latin-1").strip().lower())
+        if wanted is None:
+            raise ApiError(400, "X-Priority must be high, normal or low")
+        changes["priority"] = max(wanted, principal.priority)
+    if client is not None:
+        changes["client"] = client.decode("latin-1").strip()[:128]
+    return dataclasses.replace(principal, **changes)

@@ -22,6 +22,7 @@ class Principal:
     is_admin: bool = False
     allowed_models: frozenset[str] | None = None
     key_id: int | None = None
+    client: str | None = None
 
     def may_use(self, model_key: str) -> bool:
         return self.allowed_models is None or model_key in self.allowed_models

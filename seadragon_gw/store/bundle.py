@@ -1,0 +1,40 @@
+"""The opened store: one database connection and a repo per table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .api_keys import ApiKeyRepo
+from .database import Database
+from .registration_tokens import RegistrationTokenRepo
+from .settings import SettingsRepo
+from .users import UserRepo
+from .whitelist_repo import WhitelistRepo
+
+
+@dataclass
+class Store:
+    db: Database
+    api_keys: ApiKeyRepo
+    whitelist: WhitelistRepo
+    users: UserRepo
+    registration_tokens: RegistrationTokenRepo
+    settings: SettingsRepo
+
+    @classmethod
+    async def open(cls, path: str, clock: Callable[[], float] = time.time) -> Store:
+        """Open (creating and migrating as needed); raises StoreError with one clear line."""
+        db = await Database.open(path)
+        return cls(
+            db=db,
+            api_keys=ApiKeyRepo(db, clock),
+            whitelist=WhitelistRepo(db, clock),
+            users=UserRepo(db, clock),
+            registration_tokens=RegistrationTokenRepo(db, clock),
+            settings=SettingsRepo(db),
+        )
+
+    async def close(self) -> None:
+        await self.db.close()

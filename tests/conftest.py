@@ -1,0 +1,110 @@
+"""Shared fixtures: fake backends and a gateway, each a real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seadragon_gw.app import Gateway, create_app
+from seadragon_gw.config import GatewayConfig, parse_config
+from tests.support.fakebackend import FakeBackend
+from tests.support.server import ThreadedServer
+
+TOKENS = {
+    "alice": "tok-alice",
+    "bob": {"token": "tok-bob", "priority": 1},
+    "carol": {"token": "tok-carol", "priority": 3},
+    "root": {"token": "tok-admin", "priority": 2, "admin": True},
+}
+ALICE = {"Authorization": "Bearer tok-alice"}
+ADMIN = {"Authorization": "Bearer tok-admin"}
+
+
+class FakeClock:
+    """An injectable monotonic clock for aging tests."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class RunningGateway:
+    server: ThreadedServer
+    app: Any
+    config: GatewayConfig
+    tokens_path: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.app.state.gateway
+
+
+@dataclass
+class GatewayFactory:
+    tmp_path: Path
+    started: list[ThreadedServer] = field(default_factory=list)
+
+    def config(self, backends: list[FakeBackend] | list[dict[str, Any]], **sections: Any) -> GatewayConfig:
+        specs = [
+            b if isinstance(b, dict) else {"name": f"b{i}", "kind": b.kind, "url": b.url, "max_concurrent": 1}
+            for i, b in enumerate(backends)
+        ]
+        raw: dict[str, Any] = {"backends": specs, "auth": {"tokens_file": "tokens.json"},
+                               "database": "gw.db"}
+        for section, values in sections.items():
+            if isinstance(values, dict):
+                raw.setdefault(section, {}).update(values)
+            else:
+                raw[section] = values
+        config = parse_config(raw)
+        config.base_dir = str(self.tmp_path)
+        return config
+
+    def start(self, backends: list[FakeBackend] | list[dict[str, Any]] | None = None, *,
+              config: GatewayConfig | None = None, clock: Callable[[], float] | None = None,
+              tokens: dict[str, Any] | None = None, **sections: Any) -> RunningGateway:
+        tokens_path = self.tmp_path / "tokens.json"
+        tokens_path.write_text(json.dumps(TOKENS if tokens is None else tokens))
+        config = config or self.config(backends or [], **sections)
+        app = create_app(config, clock=clock) if clock else create_app(config)
+        server = ThreadedServer(app).start()
+        self.started.append(server)
+        return RunningGateway(server, app, config, tokens_path)
+
+    def close(self) -> None:
+        for server in reversed(self.started):
+            server.stop()
+
+
+@pytest.fixture
+def backend() -> Iterator[FakeBackend]:
+    with FakeBackend() as fb:
+        yield fb
+
+
+@pytest.fixture
+def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
+    factory = GatewayFactory(tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def gw(gateways: GatewayFactory, backend: FakeBackend) -> RunningGateway:
+    """A gateway in front of one fake Ollama backend with one slot."""
+    return gateways.start([backend])
