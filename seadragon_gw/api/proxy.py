@@ -40,6 +40,8 @@ class ForwardSpec:
     `raw_body`: stream the request body through unread (blob uploads).
     `model_must_exist`: 404 for unknown models (false for pull/create, which make them).
     `changes_models`: re-read the backend's model list afterwards (pull, create, copy, delete).
+    `streams`: the route may answer with a stream (false for embeddings and show, which never
+    stream, so they never get early stream headers and always keep the backend's real status).
     """
 
     access: Access
@@ -50,6 +52,7 @@ class ForwardSpec:
     raw_body: bool = False
     model_must_exist: bool = True
     changes_models: bool = False
+    streams: bool = True
 
 
 @dataclass(slots=True)
@@ -94,7 +97,7 @@ class Proxy:
             return Call(spec, scope, style, principal, _stream_body(receive), None, False)
         body = await read_body(receive, headers, self.config.server.max_body_bytes)
         payload = _parse_json(body) if body or spec.model_field else None
-        stream = _wants_stream(payload, spec.native)
+        stream = spec.streams and _wants_stream(payload, spec.native)
         return Call(spec, scope, style, principal, body, payload, stream)
 
     async def _run(self, call: Call, receive: Receive, send: Send) -> None:
@@ -154,11 +157,17 @@ class Proxy:
         if position == 0:
             return entry
         early = call.stream and self.config.queue.early_headers
-        if early:
-            extra = [(b"x-queue-position", str(position).encode())]
-            await send(relay.stream_start(200, _stream_type(call.style), extra))
-            call.started = True
-        await self._await_grant(call, entry, send, keepalive=early and call.style == "openai")
+        try:
+            if early:
+                extra = [(b"x-queue-position", str(position).encode())]
+                await send(relay.stream_start(200, _stream_type(call.style), extra))
+                call.started = True
+            await self._await_grant(call, entry, send, keepalive=early and call.style == "openai")
+        except BaseException:
+            # The caller never gets the entry (client gone, timeout): leave the queue now, or
+            # give back a slot granted in the meantime, or it would be held forever.
+            self.scheduler.cancel(entry)
+            raise
         return entry
 
     async def _await_grant(self, call: Call, entry: QueueEntry, send: Send, keepalive: bool) -> None:
@@ -204,7 +213,7 @@ class Proxy:
         finally:
             await response.aclose()
             if call.spec.changes_models:
-                asyncio.ensure_future(self.registry.refresh(backend, with_models=True))
+                self.registry.refresh_soon(backend)
 
 
 def _parse_json(body: bytes) -> dict[str, Any]:

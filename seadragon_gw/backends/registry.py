@@ -42,8 +42,14 @@ class Registry:
         for backend in self.backends:
             self._tasks.append(asyncio.create_task(self._watch(backend), name=f"watch:{backend.name}"))
 
+    def refresh_soon(self, backend: Backend) -> None:
+        """Re-read a backend's models in the background (after pull, create, copy, delete)."""
+        task = asyncio.create_task(self.refresh(backend, with_models=True))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(b.upstream.aclose() for b in self.backends), return_exceptions=True)

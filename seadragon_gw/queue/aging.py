@@ -14,7 +14,10 @@ from .entry import QueueEntry
 
 
 def sort_key(priority: float, enqueued_at_s: float, aging_per_minute: float) -> float:
-    return priority + aging_per_minute * enqueued_at_s / 60.0
+    # Rounded so that an exact tie of the formula (an old p3 after 20 min vs a fresh p1 at
+    # 0.1/min) stays a tie despite float error and falls back to arrival order. Rounding is
+    # monotonic, so it never reorders; it only merges keys closer than 1e-9.
+    return round(priority + aging_per_minute * enqueued_at_s / 60.0, 9)
 
 
 def effective_priority(entry: QueueEntry, now_s: float, aging_per_minute: float) -> float:
