@@ -10,7 +10,8 @@ from .proxy import ForwardSpec
 
 _INFERENCE_NATIVE = ForwardSpec(access="user", queued=True, native=True)
 _INFERENCE_OPENAI = ForwardSpec(access="user", queued=True, native=False)
-_SHOW = ForwardSpec(access="user", queued=False, native=True)
+_EMBED_NATIVE = ForwardSpec(access="user", queued=True, native=True, streams=False)
+_SHOW = ForwardSpec(access="user", queued=False, native=True, streams=False)
 
 
 def _admin(model_field: str | None = "model", *, must_exist: bool = True, changes: bool = True,
@@ -46,8 +47,8 @@ def native_routes() -> list[BaseRoute]:
         _forward("/api/show", _SHOW, post),
         _forward("/api/chat", _INFERENCE_NATIVE, post),
         _forward("/api/generate", _INFERENCE_NATIVE, post),
-        _forward("/api/embed", _INFERENCE_NATIVE, post),
-        _forward("/api/embeddings", _INFERENCE_NATIVE, post),
+        _forward("/api/embed", _EMBED_NATIVE, post),
+        _forward("/api/embeddings", _EMBED_NATIVE, post),
         _forward("/api/pull", _admin(must_exist=False), post),
         _forward("/api/push", _admin(changes=False), post),
         _forward("/api/create", _admin(must_exist=False), post),
