@@ -159,3 +159,16 @@ def test_v1_models_merges_backends(shared: SharedGateways, backend: FakeBackend,
     oai(gw).chat.completions.create(model="llama3", messages=MESSAGES)
     assert upstream_paths(llamacpp) == ["/v1/chat/completions"]
     assert upstream_paths(backend) == ["/v1/chat/completions"]
+
+
+def test_reply_echoes_client_name_when_backend_names_model_differently(gateways) -> None:
+    """An OpenAI backend listing `qwen:latest` is reached as `qwen`; the reply says `qwen`."""
+    with FakeBackend(models=("qwen:latest",), kind="openai") as fb:
+        gw = gateways.start([fb])
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="tok-alice", max_retries=0)
+        reply = client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "x"}])
+        assert reply.model == "qwen"
+        assert fb.inference_requests()[-1].json["model"] == "qwen:latest"
+        chunks = list(client.chat.completions.create(
+            model="qwen", messages=[{"role": "user", "content": "x"}], stream=True))
+        assert {c.model for c in chunks} == {"qwen"}

@@ -192,7 +192,7 @@ class Proxy:
         path = call.spec.upstream_path or scope["path"]
         if scope["query_string"]:
             path += "?" + scope["query_string"].decode("latin-1")
-        body = _body_for(call, backend)
+        body, rewrite = _body_for(call, backend)
         response = await relay.open_upstream(
             backend, scope["method"], path, relay.upstream_headers(scope["headers"]), body)
         try:
@@ -201,15 +201,15 @@ class Proxy:
                     message = await relay.upstream_error_message(response)
                     await relay.end_stream_with_error(send, call.style, message)
                 else:
-                    await relay.relay_stream(send, response, call.style)
+                    await relay.relay_stream(send, response, call.style, rewrite)
             elif call.stream and response.status < 400:
                 headers = relay.response_headers(response.headers)
                 await send({"type": "http.response.start", "status": response.status,
                             "headers": headers + relay.STREAM_HEADERS})
                 call.started = True
-                await relay.relay_stream(send, response, call.style)
+                await relay.relay_stream(send, response, call.style, rewrite)
             else:
-                await relay.send_whole(send, response)
+                await relay.send_whole(send, response, rewrite)
         finally:
             await response.aclose()
             if call.spec.changes_models:
@@ -246,15 +246,16 @@ def _model_name(call: Call) -> str | None:
     return name
 
 
-def _body_for(call: Call, backend: Backend) -> bytes | AsyncIterator[bytes] | None:
-    """The client's bytes, untouched, unless an OpenAI backend knows the model by another name."""
+def _body_for(call: Call, backend: Backend) -> tuple[bytes | AsyncIterator[bytes] | None, relay.Rewrite | None]:
+    """The client's bytes, untouched, unless an OpenAI backend knows the model by another
+    name: then the request carries the backend's name and the reply gets the client's back."""
     if backend.kind != "openai" or call.payload is None:
-        return call.body
+        return call.body, None
     name = call.payload.get("model")
     info = backend.models.get(model_key(name)) if isinstance(name, str) else None
     if info is None or info.name == name:
-        return call.body
-    return orjson.dumps({**call.payload, "model": info.name})
+        return call.body, None
+    return orjson.dumps({**call.payload, "model": info.name}), relay.model_renamer(info.name, name)
 
 
 def _stream_type(style: ErrorStyle) -> bytes:

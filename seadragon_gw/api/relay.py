@@ -8,7 +8,8 @@ the stream with a clean in-band error line.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import re
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import orjson
 from starlette.types import Send
@@ -58,19 +59,33 @@ async def open_upstream(backend: Backend, method: str, path: str, headers: list[
         raise ApiError(exc.status, exc.message) from None
 
 
-async def send_whole(send: Send, response: UpstreamResponse) -> None:
+Rewrite = Callable[[bytes], bytes]
+
+
+def model_renamer(backend_name: str, client_name: str) -> Rewrite:
+    """Put the client's model name back into a reply from a backend that knows the model by
+    another name (`qwen` vs `qwen:latest`): clients expect their own name echoed."""
+    pattern = re.compile(rb'("model"\s*:\s*)' + re.escape(orjson.dumps(backend_name)))
+    client_json = orjson.dumps(client_name)
+    return lambda data: pattern.sub(lambda m: m.group(1) + client_json, data)
+
+
+async def send_whole(send: Send, response: UpstreamResponse, rewrite: Rewrite | None = None) -> None:
     """A non-streamed answer: keep the backend's status, type and body."""
     try:
         body = await response.read()
     except UpstreamError as exc:
         raise ApiError(exc.status, exc.message) from None
+    if rewrite is not None:
+        body = rewrite(body)
     headers = response_headers(response.headers)
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def relay_stream(send: Send, response: UpstreamResponse, style: ErrorStyle) -> None:
+async def relay_stream(send: Send, response: UpstreamResponse, style: ErrorStyle,
+                       rewrite: Rewrite | None = None) -> None:
     """Pass stream chunks on at line boundaries; end with an in-band error if it breaks."""
     pending = b""
     tail = b"\n\n"
@@ -86,6 +101,8 @@ async def relay_stream(send: Send, response: UpstreamResponse, style: ErrorStyle
             else:
                 out, pending = data[:cut], data[cut:]
             tail = out[-2:]
+            if rewrite is not None:
+                out = rewrite(out)
             await send({"type": "http.response.body", "body": out, "more_body": True})
     except UpstreamError as exc:
         await end_stream_with_error(send, style, exc.message, event_open=tail != b"\n\n")

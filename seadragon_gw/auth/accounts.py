@@ -52,13 +52,13 @@ class Accounts:
         self.hasher = hasher
         self.on_change = on_change
         self.clock = clock
-        # Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
-        self._dummy_hash = hasher.hash(secrets.token_urlsafe(16))
+        self._dummy_hash: str | None = None
 
     async def register(self, username: object, password: object, token: object) -> User:
         name = validate_username(username)
-        if not isinstance(password, str) or (problem := validate_password(password)):
-            raise ApiError(400, f"password: {problem or 'required'}")
+        problem = "required" if password is None else validate_password(password)
+        if problem:
+            raise ApiError(400, f"password: {problem}")
         if not isinstance(token, str) or not token:
             raise ApiError(400, "registration_token: required")
         if await self.store.users.get_by_username(name) is not None:
@@ -77,7 +77,7 @@ class Accounts:
 
     async def login(self, username: str, password: str) -> TokenPair:
         user = await self.store.users.get_by_username(username) if username else None
-        hash_ = user.password_hash if user else self._dummy_hash
+        hash_ = user.password_hash if user else await self._dummy()
         ok = await asyncio.to_thread(self.hasher.verify, hash_, password)
         if user is None or not ok or not user.is_active:
             raise ApiError(401, "unauthorized: wrong username or password", {"WWW-Authenticate": "Bearer"})
@@ -106,6 +106,13 @@ class Accounts:
         _, plaintext = await self.store.registration_tokens.create(
             is_admin=True, expires_at=self.clock() + BOOTSTRAP_TTL_S, note=BOOTSTRAP_NOTE)
         return plaintext
+
+    async def _dummy(self) -> str:
+        """Verified against when the user does not exist, so a wrong name costs as long as a
+        wrong password (no user enumeration by timing)."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(self.hasher.hash, secrets.token_urlsafe(16))
+        return self._dummy_hash
 
     def _issue(self, username: str) -> TokenPair:
         return TokenPair(self.jwt.issue(username, "access"), self.jwt.issue(username, "refresh"),
