@@ -9,6 +9,7 @@ gateway runs) coordinate through SQLite's own locking and `busy_timeout`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +24,10 @@ from .errors import StoreError
 Params = Sequence[Any]
 
 BUSY_TIMEOUT_MS = 5000
+
+# aiosqlite logs every statement with its parameters at DEBUG, and some parameters are secrets
+# (the generated JWT secret, password hashes): `log_level: debug` must not write them out.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 @dataclass(frozen=True, slots=True)
