@@ -52,7 +52,7 @@ def add_admin_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser],
     wl = sub.add_parser("whitelist", help="manage the IP whitelist").add_subparsers(dest="action", required=True)
     p = command(wl, "add", whitelist_add, "whitelist an IP or CIDR range")
     p.add_argument("ip")
-    p.add_argument("--priority", type=int, default=1)
+    p.add_argument("--priority", type=int, default=None, help="default: auth.whitelist_priority")
     p.add_argument("--label", default="")
     p = command(wl, "remove", whitelist_remove, "remove a whitelist entry")
     p.add_argument("ip")
@@ -68,6 +68,7 @@ def add_admin_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser],
 
 def run_store_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     async def main() -> int:
+        args.gateway_config = config
         store = await Store.open(config.resolve_path(config.database))
         try:
             return int(await args.store_command(store, args))
@@ -147,7 +148,8 @@ async def keys_revoke(store: Store, args: argparse.Namespace) -> int:
 
 async def whitelist_add(store: Store, args: argparse.Namespace) -> int:
     try:
-        entry = await store.whitelist.add(args.ip, priority=args.priority, label=args.label)
+        priority = args.priority if args.priority is not None else args.gateway_config.auth.whitelist_priority
+        entry = await store.whitelist.add(args.ip, priority=priority, label=args.label)
     except ValueError as exc:
         return _fail(str(exc))
     except AlreadyExists:

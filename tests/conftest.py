@@ -82,7 +82,7 @@ class GatewayFactory:
         tokens_path.write_text(json.dumps(TOKENS if tokens is None else tokens))
         config = config or self.config(backends or [], **sections)
         app = create_app(config, clock=clock) if clock else create_app(config)
-        server = ThreadedServer(app).start()
+        server = ThreadedServer(app, proxy_headers=False).start()  # as `seadragon-gw serve` runs
         self.started.append(server)
         return RunningGateway(server, app, config, tokens_path)
 

@@ -3,6 +3,7 @@ validation errors that name the field, and everything surviving a restart."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -218,9 +219,13 @@ def test_everything_created_through_the_api_survives_a_restart(
     after = snapshot(admin)
     for part in ("keys", "whitelist", "users"):
         assert after[part] == before[part], part
-    # Still no admin, so this start printed another bootstrap token; the old rows are unchanged.
+    # Still no admin, so this start printed another bootstrap token and ended the old one;
+    # every other row is unchanged.
     old_rows = before["tokens"]["tokens"]
-    assert after["tokens"]["tokens"][:len(old_rows)] == old_rows
+    kept = [t for t in old_rows if t["note"] != "bootstrap admin"]
+    assert [t for t in after["tokens"]["tokens"] if t["note"] != "bootstrap admin"] == kept
+    old_boot = next(t for t in after["tokens"]["tokens"] if t["note"] == "bootstrap admin")
+    assert old_boot["expires_at"] <= time.time() and old_boot["used_at"] is None
     assert [t["note"] for t in after["tokens"]["tokens"][len(old_rows):]] == ["bootstrap admin"]
     assert next(k for k in admin.keys() if k["id"] == key["id"])["last_used"] is not None
     assert post_chat(again.url, {"X-API-Key": key["key"]}).status_code == 200
@@ -233,3 +238,12 @@ def test_everything_created_through_the_api_survives_a_restart(
     assert refreshed.status_code == 200
     assert login(again.url, "perry").status_code == 200
     assert register(again.url, "sparrow", spare["token"]).status_code == 201
+
+
+def test_revoke_refuses_a_full_key_in_the_url(env: Shared) -> None:
+    """A full key in a URL lands in access and proxy logs: only id or prefix are accepted."""
+    key = env.admin.create_key("url-leak")
+    response = env.admin.request("DELETE", f"/api/admin/apikeys/{key['key']}")
+    assert "prefix" in native_error(response, 400)
+    assert post_chat(env.url, {"X-API-Key": key["key"]}).status_code == 200
+    assert env.admin.ok("DELETE", f"/api/admin/apikeys/{key['prefix']}")["is_active"] is False

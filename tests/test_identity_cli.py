@@ -103,6 +103,16 @@ def test_whitelist_add_list_remove_while_the_gateway_runs(gateways: GatewayFacto
     assert garbage.returncode == 1 and len(garbage.stderr.strip().splitlines()) == 1
 
 
+def test_whitelist_add_defaults_to_the_configured_priority(config: Path) -> None:
+    text = config.read_text()
+    config.write_text(text + "\n" if "auth:" in text else text)
+    raw = yaml.safe_load(config.read_text())
+    raw.setdefault("auth", {})["whitelist_priority"] = 4
+    config.write_text(yaml.safe_dump(raw))
+    assert "priority 4" in ok(cli(config, "whitelist", "add", "10.7.0.0/16"))
+    assert "priority 0" in ok(cli(config, "whitelist", "add", "10.8.0.1", "--priority", "0"))
+
+
 # ------------------------------------------------------------------ registration tokens and admins
 
 
@@ -160,6 +170,18 @@ def test_bootstrap_prints_a_one_time_admin_token(
     start(gateways, config=gw.config)  # an admin exists now: nothing is printed
     assert not FULL_TOKEN.search(capsys.readouterr().out)
     assert not any("no admin" in r.getMessage() for r in caplog.records)
+
+
+def test_a_new_bootstrap_token_replaces_the_unused_one(
+        gateways: GatewayFactory, backend: FakeBackend, capsys: pytest.CaptureFixture[str]) -> None:
+    gw = start(gateways, [backend])
+    (first,) = FULL_TOKEN.findall(capsys.readouterr().out)
+    gw.server.stop()
+    gw = start(gateways, config=gw.config)  # still no admin: a new token, the old one ends
+    (second,) = FULL_TOKEN.findall(capsys.readouterr().out)
+    assert second != first
+    assert register(gw.url, "early-bird", first).status_code == 403
+    assert register(gw.url, "real-admin", second).status_code == 201
 
 
 # ------------------------------------------------------------------ serve

@@ -181,7 +181,9 @@ def test_spoofed_forwarded_for_from_untrusted_peer_is_ignored(env: Env) -> None:
     {"Authorization": "Bearer sdk-not-a-real-key"},
     {"Authorization": "Bearer tok-unknown"},
     {"Authorization": f"Bearer {forge(secret=SECRET[::-1])}"},
-], ids=["x-api-key", "bearer-key", "bearer-token", "bearer-jwt"])
+    {"Authorization": "Basic YWxpY2U6c2VjcmV0"},
+    {"Authorization": "Bearer"},
+], ids=["x-api-key", "bearer-key", "bearer-token", "bearer-jwt", "basic-scheme", "empty-bearer"])
 def test_invalid_explicit_credential_from_whitelisted_address_is_401(env: Env, headers: dict[str, str]) -> None:
     with from_ip(WHITELISTED) as client:
         assert post_chat(env.url, client=client).status_code == 200  # the address alone is enough

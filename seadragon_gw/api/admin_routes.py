@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..auth.secrets_util import DISPLAY_PREFIX_LEN
 from ..store.api_keys import ApiKey
 from ..store.errors import Ambiguous, AlreadyExists
 from ..store.registration_tokens import RegistrationToken
@@ -129,6 +130,9 @@ async def list_keys(request: Request) -> Response:
 async def revoke_key(request: Request) -> Response:
     gw = _admin(request)
     ident = request.path_params["key"]
+    if len(ident) > DISPLAY_PREFIX_LEN:
+        # A full key in a URL ends up in access and proxy logs.
+        raise ApiError(400, "key: give the key's id or its display prefix, never the key itself")
     try:
         key = await gw.store.api_keys.revoke(ident)
     except Ambiguous:

@@ -100,9 +100,11 @@ class Accounts:
         return self._issue(user.username)
 
     async def create_bootstrap_token(self) -> str | None:
-        """With no active admin, a one-time token that registers one (valid for a day)."""
+        """With no active admin, a one-time token that registers one (valid for a day); it
+        replaces any earlier unused bootstrap token, so only the last one printed works."""
         if await self.store.users.count_admins() > 0:
             return None
+        await self.store.registration_tokens.expire_unused(BOOTSTRAP_NOTE, self.clock())
         _, plaintext = await self.store.registration_tokens.create(
             is_admin=True, expires_at=self.clock() + BOOTSTRAP_TTL_S, note=BOOTSTRAP_NOTE)
         return plaintext

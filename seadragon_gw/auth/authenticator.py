@@ -32,12 +32,14 @@ PRIORITY_LEVELS = {"high": 1, "normal": 2, "low": 3}
 
 
 def bearer_token(headers: dict[bytes, bytes]) -> str | None:
+    """The Bearer credential, None without an Authorization header; any other scheme or an
+    empty token is an invalid explicit credential (401), never "no credential"."""
     value = headers.get(b"authorization")
     if value is None:
         return None
     scheme, _, token = value.decode("latin-1").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return None
+        raise _unauthorized("Authorization must be 'Bearer <token>'")
     return token.strip()
 
 

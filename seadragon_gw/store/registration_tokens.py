@@ -60,6 +60,15 @@ class RegistrationTokenRepo:
         assert row is not None
         return _from_row(row), plaintext
 
+    async def expire_unused(self, note: str, now: float) -> int:
+        """End every unused token carrying `note` (superseded bootstrap tokens)."""
+        result = await self._db.execute(
+            "UPDATE registration_tokens SET expires_at = ? WHERE note = ? AND used_at IS NULL "
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            (now, note, now),
+        )
+        return result.rowcount
+
     async def list_all(self) -> list[RegistrationToken]:
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM registration_tokens ORDER BY id"
