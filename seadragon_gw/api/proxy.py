@@ -26,6 +26,7 @@ from ..queue.scheduler import Scheduler
 from . import relay
 from .asgi import ClientGone, DisconnectWatch, header_map, read_body, send_error
 from .errors import ApiError, ErrorStyle, style_for_path
+from .validation import parse_json_object
 
 Access = Literal["read", "user", "admin"]
 
@@ -96,7 +97,7 @@ class Proxy:
         if spec.raw_body:
             return Call(spec, scope, style, principal, _stream_body(receive), None, False)
         body = await read_body(receive, headers, self.config.server.max_body_bytes)
-        payload = _parse_json(body) if body or spec.model_field else None
+        payload = parse_json_object(body) if body or spec.model_field else None
         stream = spec.streams and _wants_stream(payload, spec.native)
         return Call(spec, scope, style, principal, body, payload, stream)
 
@@ -214,16 +215,6 @@ class Proxy:
             await response.aclose()
             if call.spec.changes_models:
                 self.registry.refresh_soon(backend)
-
-
-def _parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid JSON in request body") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return payload
 
 
 def _wants_stream(payload: dict[str, Any] | None, native: bool) -> bool:

@@ -16,8 +16,10 @@ async def json_body(request: Request) -> dict[str, Any]:
     body = await request.body()
     if len(body) > MAX_ADMIN_BODY:
         raise ApiError(413, "request body too large")
-    if not body:
-        return {}
+    return parse_json_object(body) if body else {}
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
