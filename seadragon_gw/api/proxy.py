@@ -8,6 +8,7 @@ failure is a real status with a JSON error; after early stream headers it is an 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from .errors import ApiError, ErrorStyle, style_for_path
 from .validation import parse_json_object
 
 Access = Literal["read", "user", "admin"]
+log = logging.getLogger("seadragon_gw.proxy")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ class Proxy:
         headers = header_map(scope)
         principal = self.auth.authenticate(scope, headers, spec.access)
         if spec.raw_body:
-            return Call(spec, scope, style, principal, _stream_body(receive), None, False)
+            body = _stream_body(receive) if scope["method"] == "POST" else None
+            return Call(spec, scope, style, principal, body, None, False)
         body = await read_body(receive, headers, self.config.server.max_body_bytes)
         payload = parse_json_object(body) if body or spec.model_field else None
         stream = spec.streams and _wants_stream(payload, spec.native)
@@ -113,6 +116,10 @@ class Proxy:
                 entry = await self._queue(call, key, send)
                 backend = entry.backend
             assert backend is not None
+            if log.isEnabledFor(logging.DEBUG):
+                who = call.principal
+                log.debug("%s %s model=%s -> %s (%s %s, client=%s, priority=%g)", call.scope["method"],
+                          call.scope["path"], key[0], backend.name, who.kind, who.name, who.client, who.priority)
             await self._forward(call, backend, send)
         except asyncio.CancelledError:
             if not watch.disconnected:
