@@ -307,7 +307,8 @@ def test_disconnect_mid_stream_frees_slot(fleet: Fleet) -> None:
     with client.stream(NATIVE, chat("second", stream=True)) as response:  # dispatched at once
         lines = response.iter_lines()
         assert orjson.loads(next(lines))["done"] is False
-        assert fleet.backend.waiting == 1 and markers(fleet.backend) == ["first", "second"]
+        fleet.backend.wait_waiting(1)  # parks just after sending its first line
+        assert markers(fleet.backend) == ["first", "second"]
         fleet.backend.release()
         assert ndjson(lines)[-1]["done"] is True
     assert client.post(NATIVE, chat("third")).status_code == 200
