@@ -8,7 +8,9 @@ never wording.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import subprocess
 import threading
 import time
@@ -94,27 +96,47 @@ def test_native_chat_needs_an_ollama_backend(real_gw: RunningGateway) -> None:
 
 
 def test_queue_orders_real_requests_by_priority(real_gw: RunningGateway) -> None:
-    """One slot: a long generation holds it while priorities 3, 1, 2 queue; they finish 1, 2, 3."""
-    finished: list[str] = []
+    """One slot: a long generation holds it while priorities 3, 1, 2 queue; they are dispatched
+    1, 2, 3. The order is read from the gateway's dispatch log, tagged by X-Client-ID."""
+    dispatched = DispatchLog()
+    logger = logging.getLogger("seadragon_gw.proxy")
+    logger.addHandler(dispatched)
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
 
-    def ask(token: str, tokens: int) -> None:
-        client_ = openai.OpenAI(base_url=real_gw.url + "/v1", api_key=token, max_retries=0, timeout=120)
+    def ask(token: str, name: str, tokens: int) -> None:
+        client_ = openai.OpenAI(base_url=real_gw.url + "/v1", api_key=token, max_retries=0, timeout=120,
+                                default_headers={"X-Client-ID": name})
         client_.completions.create(model=MODEL, prompt="Count:", max_tokens=tokens, extra_body={"ignore_eos": True})
-        finished.append(token)
 
-    scheduler = real_gw.gateway.scheduler
-    first = threading.Thread(target=ask, args=("tok-alice", 200))
-    first.start()
-    _wait(lambda: real_gw.gateway.registry.backends[0].active == 1, "the long request to start")
-    threads = []
-    for n, token in enumerate(("tok-carol", "tok-bob", "tok-alice"), start=1):
-        threads.append(threading.Thread(target=ask, args=(token, 4)))
-        threads[-1].start()
-        _wait(lambda n=n: scheduler.waiting() == n, f"{n} queued")
-    assert not finished, "the long request ended before the others were queued"
-    for t in (first, *threads):
-        t.join(120)
-    assert finished == ["tok-alice", "tok-bob", "tok-alice", "tok-carol"]
+    try:
+        scheduler = real_gw.gateway.scheduler
+        first = threading.Thread(target=ask, args=("tok-alice", "long", 200))
+        first.start()
+        _wait(lambda: real_gw.gateway.registry.backends[0].active == 1, "the long request to start")
+        threads = []
+        for n, (token, name) in enumerate((("tok-carol", "p3"), ("tok-bob", "p1"), ("tok-alice", "p2")), 1):
+            threads.append(threading.Thread(target=ask, args=(token, name, 4)))
+            threads[-1].start()
+            _wait(lambda n=n: scheduler.waiting() == n, f"{n} queued")
+        assert dispatched.clients == ["long"], "the long request ended before the others were queued"
+        for t in (first, *threads):
+            t.join(120)
+    finally:
+        logger.removeHandler(dispatched)
+        logger.setLevel(old_level)
+    assert dispatched.clients == ["long", "p1", "p2", "p3"]
+
+
+class DispatchLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.clients: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = re.search(r"client=(\S+?),", record.getMessage())
+        if match:
+            self.clients.append(match.group(1))
 
 
 def test_client_leaving_mid_stream_frees_the_slot(real_gw: RunningGateway) -> None:
