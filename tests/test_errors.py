@@ -13,7 +13,7 @@ from tests.conftest import ADMIN, ALICE, RunningGateway
 from tests.support.checks import native_error, openai_error
 from tests.support.fakebackend import FakeBackend
 from tests.support.server import free_port
-from tests.support.shared import SharedGateways, module_gateways
+from tests.support.shared import SharedGateways, shared_fixtures
 
 NATIVE_CHAT = "/api/chat"
 OPENAI_CHAT = "/v1/chat/completions"
@@ -36,17 +36,7 @@ def post(gw: RunningGateway, path: str, body: object = CHAT_BODY, headers: dict 
     return httpx.post(gw.url + path, content=content, headers=headers, timeout=10)
 
 
-shared = module_gateways("errors")
-
-
-@pytest.fixture
-def backend(shared: SharedGateways) -> FakeBackend:
-    return shared.fresh()
-
-
-@pytest.fixture
-def gw(shared: SharedGateways, backend: FakeBackend) -> RunningGateway:
-    return shared.get()
+shared, backend, gw = shared_fixtures("errors")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import ALICE, GatewayFactory, RunningGateway
 from tests.support.checks import native_error
 from tests.support.fakebackend import FakeBackend
-from tests.support.gwclient import chat, markers, wait_until
+from tests.support.gwclient import markers, wait_until
 from tests.support.identity import (
     PASSWORD,
     Admin,

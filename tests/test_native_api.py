@@ -16,24 +16,13 @@ import pytest
 from tests.conftest import ADMIN, ALICE, GatewayFactory, RunningGateway
 from tests.support.checks import native_error, poll
 from tests.support.fakebackend import FakeBackend, Recorded
-from tests.support.shared import SharedGateways, module_gateways
+from tests.support.shared import SharedGateways, shared_fixtures
 
 ANSWER = "chunk0 chunk1 chunk2 "
 USER_MSG = [{"role": "user", "content": "hello there"}]
 
 
-shared = module_gateways("native")
-
-
-@pytest.fixture
-def backend(shared: SharedGateways) -> FakeBackend:
-    """The module's fake Ollama, with last test's requests and scripting forgotten."""
-    return shared.fresh()
-
-
-@pytest.fixture
-def gw(shared: SharedGateways, backend: FakeBackend) -> RunningGateway:
-    return shared.get()
+shared, backend, gw = shared_fixtures("native")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ALICE, RunningGateway
 from tests.support.fakebackend import FakeBackend
-from tests.support.shared import SharedGateways, module_gateways
+from tests.support.shared import SharedGateways, shared_fixtures
 
 ANSWER = "chunk0 chunk1 chunk2 "
 MESSAGES = [{"role": "user", "content": "hello there friend"}]
@@ -28,23 +28,13 @@ def spec(fb: FakeBackend, name: str) -> dict[str, object]:
     return {"name": name, "kind": fb.kind, "url": fb.url}
 
 
-shared = module_gateways("openai")
+shared, backend, gw = shared_fixtures("openai")
 
 
 @pytest.fixture(scope="module")
 def _llamacpp() -> Iterator[FakeBackend]:
     with FakeBackend(models=["qwen-coder:7b"], kind="openai") as fb:
         yield fb
-
-
-@pytest.fixture
-def backend(shared: SharedGateways) -> FakeBackend:
-    return shared.fresh()
-
-
-@pytest.fixture
-def gw(shared: SharedGateways, backend: FakeBackend) -> RunningGateway:
-    return shared.get()
 
 
 @pytest.fixture

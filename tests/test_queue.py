@@ -22,7 +22,9 @@ import pytest
 from seadragon_gw.queue.scheduler import BUSY_MESSAGE
 from tests.conftest import ALICE, TOKENS, FakeClock, GatewayFactory, RunningGateway
 from tests.support.fakebackend import FakeBackend
-from tests.support.gwclient import Fleet, GatewayClient, chat, markers, ndjson, sse_data, wait_until
+from tests.support.gwclient import (
+    Fleet, GatewayClient, chat, fleet_fixtures, markers, ndjson, sse_data, wait_until,
+)
 
 NATIVE = "/api/chat"
 OPENAI = "/v1/chat/completions"
@@ -37,18 +39,7 @@ def as_user(name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(scope="module")
-def module_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with FakeBackend() as backend:
-        fleet = Fleet(tmp_path_factory.mktemp, backend, ALICE)
-        yield fleet
-        fleet.close()
-
-
-@pytest.fixture
-def fleet(module_fleet: Fleet) -> Iterator[Fleet]:
-    yield module_fleet
-    module_fleet.settle()
+module_fleet, fleet = fleet_fixtures(ALICE)
 
 
 def occupy(client: GatewayClient, backend: FakeBackend, path: str = NATIVE) -> Future[httpx.Response]:

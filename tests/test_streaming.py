@@ -6,7 +6,6 @@ got chunk 1 before the backend was released" is an ordering fact, not a timing g
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import ollama
 import openai
@@ -15,25 +14,14 @@ import pytest
 
 from tests.conftest import ALICE
 from tests.support.fakebackend import FakeBackend
-from tests.support.gwclient import Fleet, GatewayClient, chat, ndjson, sse_data
+from tests.support.gwclient import Fleet, GatewayClient, chat, fleet_fixtures, ndjson, sse_data
 
 NATIVE = "/api/chat"
 OPENAI = "/v1/chat/completions"
 TEXTS = ["chunk0 ", "chunk1 ", "chunk2 "]  # what the fake streams (3 chunks)
 
 
-@pytest.fixture(scope="module")
-def module_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with FakeBackend() as backend:
-        fleet = Fleet(tmp_path_factory.mktemp, backend, ALICE)
-        yield fleet
-        fleet.close()
-
-
-@pytest.fixture
-def fleet(module_fleet: Fleet) -> Iterator[Fleet]:
-    yield module_fleet
-    module_fleet.settle()
+module_fleet, fleet = fleet_fixtures(ALICE)
 
 
 def first_line_while_held(client: GatewayClient, backend: FakeBackend, path: str, body: dict,

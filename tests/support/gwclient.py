@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
+import pytest
 
 from tests.conftest import FakeClock, GatewayFactory, RunningGateway
 
@@ -147,3 +148,22 @@ class Fleet:
 def _drained(gw: RunningGateway) -> bool:
     gateway = gw.gateway
     return gateway.scheduler.waiting() == 0 and all(b.active == 0 for b in gateway.registry.backends)
+
+
+def fleet_fixtures(headers: dict[str, str]) -> tuple[Any, Any]:
+    """`module_fleet, fleet = fleet_fixtures(ALICE)`: one Fleet per test module in front of
+    one fake backend, settled after every test."""
+
+    @pytest.fixture(scope="module")
+    def module_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+        with FakeBackend() as backend:
+            fleet = Fleet(tmp_path_factory.mktemp, backend, headers)
+            yield fleet
+            fleet.close()
+
+    @pytest.fixture
+    def fleet(module_fleet: Fleet) -> Iterator[Fleet]:
+        yield module_fleet
+        module_fleet.settle()
+
+    return module_fleet, fleet

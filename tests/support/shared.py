@@ -58,3 +58,19 @@ def module_gateways(name: str) -> Any:
         gateways.close()
 
     return shared
+
+
+def shared_fixtures(name: str) -> tuple[Any, Any, Any]:
+    """`shared, backend, gw = shared_fixtures("errors")`: the module's SharedGateways, its fake
+    Ollama with the last test's requests and scripting forgotten, and the default gateway."""
+    shared = module_gateways(name)
+
+    @pytest.fixture
+    def backend(shared: SharedGateways) -> FakeBackend:
+        return shared.fresh()
+
+    @pytest.fixture
+    def gw(shared: SharedGateways, backend: FakeBackend) -> RunningGateway:
+        return shared.get()
+
+    return shared, backend, gw
