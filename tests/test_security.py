@@ -166,6 +166,17 @@ def test_key_for_a_model_outside_its_allowed_list_is_403(env: Env) -> None:
     assert native_error(embed, 403)
 
 
+def test_model_restricted_key_sees_only_its_models_in_listings(env: Env) -> None:
+    key = env.admin.create_key("llama-lister", allowed_models=["llama3"])["key"]
+    tags = http.get(env.url + "/api/tags", headers={"X-API-Key": key}).json()["models"]
+    assert [m["name"] for m in tags] == ["llama3:latest"]
+    assert len(http.get(env.url + "/api/tags").json()["models"]) > 1  # anonymous: the full list
+    client = openai.OpenAI(base_url=env.url + "/v1", api_key=key, max_retries=0, timeout=10)
+    assert [m.id for m in client.models.list()] == ["llama3:latest"]
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("qwen2.5:7b")
+
+
 # ------------------------------------------------------------------ addresses
 
 

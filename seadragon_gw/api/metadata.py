@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from .. import __version__
+from ..auth.principal import Principal
+from ..model_names import model_key
 from .asgi import header_map
 from .errors import ApiError
 from .responses import json_response
@@ -22,9 +24,9 @@ def _gateway(request: Request) -> Any:
     return request.app.state.gateway
 
 
-def _authorize(request: Request, access: str) -> None:
+def _authorize(request: Request, access: str) -> Principal:
     gw = _gateway(request)
-    gw.auth.authenticate(request.scope, header_map(request.scope), access)
+    return gw.auth.authenticate(request.scope, header_map(request.scope), access)
 
 
 async def root(request: Request) -> Response:
@@ -39,8 +41,8 @@ async def version(request: Request) -> Response:
 
 
 async def tags(request: Request) -> Response:
-    _authorize(request, "read")
-    return json_response(_gateway(request).registry.ollama_tags())
+    principal = _authorize(request, "read")
+    return json_response(_gateway(request).registry.ollama_tags(principal.allowed_models))
 
 
 async def ps(request: Request) -> Response:
@@ -55,15 +57,15 @@ async def ps(request: Request) -> Response:
 
 
 async def openai_models(request: Request) -> Response:
-    _authorize(request, "user")
-    return json_response(_gateway(request).registry.openai_models())
+    principal = _authorize(request, "user")
+    return json_response(_gateway(request).registry.openai_models(principal.allowed_models))
 
 
 async def openai_model(request: Request) -> Response:
-    _authorize(request, "user")
+    principal = _authorize(request, "user")
     name = request.path_params["model"]
     model = _gateway(request).registry.openai_model(name)
-    if model is None:
+    if model is None or not principal.may_use(model_key(name)):
         raise ApiError(404, f"model '{name}' not found")
     return json_response(model)
 

@@ -96,19 +96,21 @@ class Registry:
         backend.set_models([by_key.get(model_key(n), ModelInfo(n, {})) for n in backend.config.models])
 
     # -- merged listings ----------------------------------------------------------------
-    def ollama_tags(self) -> dict[str, Any]:
+    def ollama_tags(self, allowed: frozenset[str] | None = None) -> dict[str, Any]:
+        """Every backend's models once; only `allowed` keys for a model-restricted credential."""
         seen: dict[str, dict[str, Any]] = {}
         for backend in self.backends:
             for key, info in backend.models.items():
-                if key not in seen:
+                if key not in seen and (allowed is None or key in allowed):
                     seen[key] = _as_ollama_tag(info) if info.raw.get("details") else _synth_tag(key)
         return {"models": list(seen.values())}
 
-    def openai_models(self) -> dict[str, Any]:
+    def openai_models(self, allowed: frozenset[str] | None = None) -> dict[str, Any]:
         seen: dict[str, dict[str, Any]] = {}
         for backend in self.backends:
             for key, info in backend.models.items():
-                seen.setdefault(key, _as_openai_model(info, backend))
+                if allowed is None or key in allowed:
+                    seen.setdefault(key, _as_openai_model(info, backend))
         return {"object": "list", "data": list(seen.values())}
 
     def openai_model(self, name: str) -> dict[str, Any] | None:
