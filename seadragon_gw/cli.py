@@ -54,7 +54,8 @@ def serve(config: GatewayConfig, args: argparse.Namespace) -> int:
     asyncio.run(_check_store(config.resolve_path(config.database)))
     app = create_app(config)
     uvicorn.run(app, host=host, port=port, log_level=config.server.log_level,
-                access_log=config.server.access_log, proxy_headers=False, server_header=False)
+                access_log=config.server.access_log, proxy_headers=False, server_header=False,
+                timeout_graceful_shutdown=config.server.shutdown_grace_s)
     return 0
 
 

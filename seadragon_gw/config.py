@@ -28,6 +28,7 @@ class ServerConfig:
     max_body_bytes: int = 100 * 1024 * 1024
     log_level: str = "info"
     access_log: bool = False
+    shutdown_grace_s: float = 30.0
 
 
 @dataclass
