@@ -78,6 +78,6 @@ def test_random_cancellations_leak_no_slot(gateways: GatewayFactory) -> None:
         backend = gw.gateway.registry.backends[0]
         wait_until(lambda: backend.active == 0 and gw.gateway.scheduler.waiting() == 0, "slots and queues to drain")
         fake.wait_idle()
-        assert fake.disconnects > 0  # some cancellations reached the backend as closed requests
+        assert len(fake.inference_requests()) < REQUESTS  # some left while still queued
         reply = httpx.post(gw.url + "/api/chat", headers=ALICE, json={**body(0)[1], "stream": False}, timeout=10)
         assert reply.status_code == 200 and reply.json()["done"] is True
