@@ -54,6 +54,9 @@ class UpstreamResponse:
         except TimeoutError:
             raise UpstreamError(504, "upstream timed out while streaming") from None
         except aiohttp.ClientError as exc:
+            leftover = _received_before_failure(content)
+            if leftover:
+                yield leftover
             raise UpstreamError(502, f"upstream stream broke: {type(exc).__name__}") from None
 
     async def read(self) -> bytes:
@@ -70,6 +73,16 @@ class UpstreamResponse:
             response.release()   # body fully read: the connection goes back to the pool
         else:
             response.close()     # client left mid-stream: drop the connection, freeing the backend
+
+
+def _received_before_failure(content: aiohttp.StreamReader) -> bytes:
+    """Bytes the backend sent before its connection broke. aiohttp raises the stored error
+    before handing out what is still buffered, which would drop the backend's last chunks;
+    a client should get everything the backend wrote, then the in-band error."""
+    try:
+        return content._read_nowait(-1) if content._buffer else b""  # noqa: SLF001
+    except (AttributeError, aiohttp.ClientError, TimeoutError):
+        return b""
 
 
 class Upstream:
