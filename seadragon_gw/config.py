@@ -50,6 +50,7 @@ class QueueConfig:
     max_waiting: int = 512
     timeout_s: float = 600.0
     early_headers: bool = True
+    header_grace_s: float = 5.0
     sse_keepalive_s: float = 15.0
     retry_after_s: int = 5
 

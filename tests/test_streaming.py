@@ -157,6 +157,36 @@ def test_upstream_error_status_reaches_streaming_client(fleet: Fleet) -> None:
     assert raised.value.status_code == 404 and raised.value.error == body["error"]
 
 
+@pytest.mark.parametrize(("path", "content_type"), [(NATIVE, "application/x-ndjson"),
+                                                      (OPENAI, "text/event-stream")])
+def test_slow_backend_still_gets_client_headers_after_the_grace(fleet: Fleet, path: str, content_type: str) -> None:
+    """A backend that sends nothing for a while (Ollama loading a model) must not trip the
+    client's header timeout: after `header_grace_s` the client gets 200 and stream headers."""
+    _, client = fleet.get(header_grace_s=0.2)
+    fleet.backend.hold()
+    with client.stream(path, chat(stream=True)) as response:
+        assert fleet.backend.waiting == 1, "headers must come while the backend is still silent"
+        assert response.status_code == 200 and response.headers["content-type"] == content_type
+        assert "x-queue-position" not in response.headers  # it was not queued
+        fleet.backend.release()
+        lines = [line for line in response.iter_lines() if line]
+    if path == NATIVE:
+        assert orjson.loads(lines[-1])["done"] is True
+    else:
+        assert lines[-1] == "data: [DONE]"
+
+
+def test_slow_backend_error_after_the_grace_ends_the_stream_in_band(fleet: Fleet) -> None:
+    _, client = fleet.get(header_grace_s=0.2)
+    fleet.backend.hold()
+    fleet.backend.respond_status(404, {"error": 'model "llama3" not found, try pulling it first'})
+    with client.stream(NATIVE, chat(stream=True)) as response:
+        assert response.status_code == 200
+        fleet.backend.release()
+        lines = ndjson(response.iter_lines())
+    assert lines == [{"error": 'model "llama3" not found, try pulling it first'}]
+
+
 # ---------------------------------------------------------------- `stream` defaults, never `Accept`
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from ..auth.authenticator import Authenticator
 from ..auth.principal import Principal
 from ..backends.backend import Backend
+from ..backends.upstream import UpstreamResponse
 from ..backends.registry import Registry
 from ..config import GatewayConfig
 from ..model_names import model_key
@@ -195,14 +196,38 @@ class Proxy:
                 if keepalive and not entry.granted.done():
                     await send({"type": "http.response.body", "body": b": queued\n\n", "more_body": True})
 
+    async def _open_with_grace(self, call: Call, opening: Awaitable[UpstreamResponse], send: Send) -> UpstreamResponse:
+        """Open a stream, but if the backend has not answered within `queue.header_grace_s`
+        (Ollama sends no headers while it loads a model) send the client its 200 stream headers
+        anyway, so header timeouts (legacy Cline: 30 s) do not fire. Quick failures keep their
+        real status; later ones end the stream in-band."""
+        task = asyncio.ensure_future(opening)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.config.queue.header_grace_s)
+            if not done:
+                await send(relay.stream_start(200, _stream_type(call.style)))
+                call.started = True
+                await asyncio.wait({task})
+            return task.result()
+        except BaseException:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled() and task.exception() is None:
+                await task.result().aclose()
+            raise
+
     async def _forward(self, call: Call, backend: Backend, send: Send) -> None:
         scope = call.scope
         path = call.spec.upstream_path or scope["path"]
         if scope["query_string"]:
             path += "?" + scope["query_string"].decode("latin-1")
         body, rewrite = _body_for(call, backend)
-        response = await relay.open_upstream(
+        opening = relay.open_upstream(
             backend, scope["method"], path, relay.upstream_headers(scope["headers"]), body)
+        if call.stream and not call.started and self.config.queue.early_headers:
+            response = await self._open_with_grace(call, opening, send)
+        else:
+            response = await opening
         try:
             if call.started:
                 if response.status >= 400:
