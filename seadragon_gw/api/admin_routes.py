@@ -32,6 +32,12 @@ def _admin(request: Request) -> Any:
     return gateway
 
 
+def _expires_at(gw: Any, data: dict[str, Any]) -> float | None:
+    """`expires_in_s` (optional, positive) as an absolute time on the gateway's clock."""
+    ttl = v.number(data, "expires_in_s")
+    return gw.clock() + ttl if ttl else None
+
+
 def key_json(key: ApiKey) -> dict[str, Any]:
     return {"id": key.id, "name": key.name, "prefix": key.prefix, "priority": key.priority,
             "created_at": key.created_at, "last_used": key.last_used, "is_active": key.is_active,
@@ -93,10 +99,9 @@ async def create_token(request: Request) -> Response:
     gw = _admin(request)
     data = await v.json_body(request)
     v.reject_unknown(data, {"expires_in_s", "is_admin", "note"})
-    ttl = v.number(data, "expires_in_s")
-    expires_at = gw.clock() + ttl if ttl else None
     token, plaintext = await gw.store.registration_tokens.create(
-        is_admin=v.boolean(data, "is_admin"), expires_at=expires_at, note=v.string(data, "note", "") or "")
+        is_admin=v.boolean(data, "is_admin"), expires_at=_expires_at(gw, data),
+        note=v.string(data, "note", "") or "")
     return json_response({**token_json(token), "token": plaintext}, status=201)
 
 
@@ -109,11 +114,10 @@ async def create_key(request: Request) -> Response:
     gw = _admin(request)
     data = await v.json_body(request)
     v.reject_unknown(data, {"name", "priority", "expires_in_s", "allowed_models", "rate_limit_per_min", "is_admin"})
-    ttl = v.number(data, "expires_in_s")
     key, plaintext = await gw.store.api_keys.create(
         v.string(data, "name", required=True),
         v.integer(data, "priority", 2, 0, 1000),
-        expires_at=gw.clock() + ttl if ttl else None,
+        expires_at=_expires_at(gw, data),
         allowed_models=v.string_list(data, "allowed_models"),
         rate_limit_per_min=v.integer(data, "rate_limit_per_min", None, 1, 10**6),
         is_admin=v.boolean(data, "is_admin"),
