@@ -83,15 +83,5 @@ class Upstream:
         except orjson.JSONDecodeError:
             raise UpstreamError(502, f"{path}: invalid JSON") from None
 
-    async def post_json(self, path: str, payload: Any, timeout_s: float = 30.0) -> tuple[int, Any]:
-        try:
-            response = await self._client.post(path, content=orjson.dumps(payload), timeout=timeout_s,
-                                               headers=[("content-type", "application/json"), *self._auth])
-            return response.status_code, orjson.loads(response.content or b"null")
-        except httpx.HTTPError as exc:
-            raise UpstreamError(502, f"{path}: {type(exc).__name__}") from None
-        except orjson.JSONDecodeError:
-            raise UpstreamError(502, f"{path}: invalid JSON") from None
-
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -19,14 +19,14 @@ from ..store.registration_tokens import RegistrationToken
 from ..store.users import User
 from ..store.whitelist_repo import WhitelistEntry
 from . import validation as v
-from .asgi import header_map
+from .asgi import authorize
 from .errors import ApiError
 from .responses import json_response
 
 
 def _admin(request: Request) -> Any:
     gateway = request.app.state.gateway
-    gateway.auth.authenticate(request.scope, header_map(request.scope), "admin")
+    authorize(request, "admin")
     if gateway.store is None:
         raise ApiError(503, "the database is not open yet")
     return gateway

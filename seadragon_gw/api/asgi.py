@@ -6,7 +6,10 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
+
+from ..auth.principal import Principal
 
 from .errors import ApiError, ErrorStyle, error_body
 
@@ -83,6 +86,6 @@ class DisconnectWatch:
         self._task.cancel()
 
 
-def scope_client(scope: Scope) -> str:
-    client: Any = scope.get("client")
-    return client[0] if client else ""
+def authorize(request: Request, access: str) -> Principal:
+    """Authenticate a Starlette request for `access` ("read", "user" or "admin")."""
+    return request.app.state.gateway.auth.authenticate(request.scope, header_map(request.scope), access)

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .asgi import header_map
+from .asgi import authorize
 from .errors import ApiError
 from .responses import json_response
 from .validation import MAX_ADMIN_BODY, json_body
@@ -61,7 +61,7 @@ async def refresh(request: Request) -> Response:
 
 
 async def me(request: Request) -> Response:
-    principal = request.app.state.gateway.auth.authenticate(request.scope, header_map(request.scope), "user")
+    principal = authorize(request, "user")
     return json_response({"name": principal.name, "kind": principal.kind, "priority": principal.priority,
                           "is_admin": principal.is_admin})
 

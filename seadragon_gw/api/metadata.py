@@ -13,9 +13,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from .. import __version__
-from ..auth.principal import Principal
 from ..model_names import model_key
-from .asgi import header_map
+from .asgi import authorize
 from .errors import ApiError
 from .responses import json_response
 
@@ -24,29 +23,24 @@ def _gateway(request: Request) -> Any:
     return request.app.state.gateway
 
 
-def _authorize(request: Request, access: str) -> Principal:
-    gw = _gateway(request)
-    return gw.auth.authenticate(request.scope, header_map(request.scope), access)
-
-
 async def root(request: Request) -> Response:
-    _authorize(request, "read")
+    authorize(request, "read")
     return PlainTextResponse("Ollama is running")
 
 
 async def version(request: Request) -> Response:
-    _authorize(request, "read")
+    authorize(request, "read")
     versions = [b.version for b in _gateway(request).registry.backends if b.healthy and b.version]
     return json_response({"version": versions[0] if versions else __version__})
 
 
 async def tags(request: Request) -> Response:
-    principal = _authorize(request, "read")
+    principal = authorize(request, "read")
     return json_response(_gateway(request).registry.ollama_tags(principal.allowed_models))
 
 
 async def ps(request: Request) -> Response:
-    _authorize(request, "user")
+    authorize(request, "user")
     backends = [b for b in _gateway(request).registry.backends if b.kind == "ollama" and b.healthy]
     results = await asyncio.gather(*(b.upstream.get_json("/api/ps") for b in backends), return_exceptions=True)
     models: list[Any] = []
@@ -57,12 +51,12 @@ async def ps(request: Request) -> Response:
 
 
 async def openai_models(request: Request) -> Response:
-    principal = _authorize(request, "user")
+    principal = authorize(request, "user")
     return json_response(_gateway(request).registry.openai_models(principal.allowed_models))
 
 
 async def openai_model(request: Request) -> Response:
-    principal = _authorize(request, "user")
+    principal = authorize(request, "user")
     name = request.path_params["model"]
     model = _gateway(request).registry.openai_model(name)
     if model is None or not principal.may_use(model_key(name)):

@@ -152,7 +152,7 @@ class Proxy:
             raise ApiError(404, f"model '{name}' not found")
         if call.spec.queued:
             return key, None
-        return key, min(backends, key=lambda b: (not b.healthy, b.active / b.config.max_concurrent))
+        return key, min(backends, key=Backend.load_rank)
 
     def _any_backend(self, call: Call) -> Backend:
         wanted = "ollama" if call.spec.native else None
@@ -186,7 +186,6 @@ class Proxy:
         while not entry.granted.done():
             remaining = deadline - loop.time()
             if remaining <= 0:
-                self.scheduler.cancel(entry)
                 name = _model_name(call)
                 raise ApiError(504, f"timed out after {queue.timeout_s:g}s waiting in the queue for model '{name}'")
             step = min(remaining, queue.sse_keepalive_s) if keepalive else remaining

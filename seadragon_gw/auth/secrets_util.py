@@ -1,4 +1,4 @@
-"""Bearer secrets (API keys, registration tokens): generation, hashing, comparison.
+"""Bearer secrets (API keys, registration tokens): generation and hashing.
 
 Only the SHA-256 of a secret is ever stored. A plain (unsalted, fast) hash is enough
 here because these secrets carry 256 bits of randomness: there is nothing to brute-force,
@@ -9,7 +9,6 @@ and a fast hash keeps the per-request lookup cheap. Passwords are different; see
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 DISPLAY_PREFIX_LEN = 12
@@ -28,8 +27,3 @@ def hash_secret(secret: str) -> str:
 def display_prefix(secret: str) -> str:
     """The first few characters: enough to tell keys apart in a listing, useless to an attacker."""
     return secret[:DISPLAY_PREFIX_LEN]
-
-
-def secrets_equal(a: str, b: str) -> bool:
-    """Constant-time comparison, so response timing does not leak how much of a guess matched."""
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

@@ -41,6 +41,10 @@ class Backend:
         model, kind = key
         return model in self.models and (kind is None or kind == self.config.kind)
 
+    def load_rank(self) -> tuple[bool, float]:
+        """Sort key for "least busy": healthy first, then the smallest share of slots in use."""
+        return (not self.healthy, self.active / self.config.max_concurrent)
+
     def set_models(self, infos: list[ModelInfo]) -> None:
         self.models = {model_key(info.name): info for info in infos}
 

@@ -28,13 +28,6 @@ class Registry:
     def serving(self, key: QueueKey) -> list[Backend]:
         return [b for b in self.backends if b.can_serve(key)]
 
-    def find_model(self, key: str) -> ModelInfo | None:
-        for backend in self.backends:
-            info = backend.models.get(key)
-            if info is not None:
-                return info
-        return None
-
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Check every backend once before serving, then keep checking in the background."""
@@ -102,7 +95,7 @@ class Registry:
         for backend in self.backends:
             for key, info in backend.models.items():
                 if key not in seen and (allowed is None or key in allowed):
-                    seen[key] = _as_ollama_tag(info) if info.raw.get("details") else _synth_tag(key)
+                    seen[key] = info.raw if info.raw.get("details") else _synth_tag(key)
         return {"models": list(seen.values())}
 
     def openai_models(self, allowed: frozenset[str] | None = None) -> dict[str, Any]:
@@ -143,10 +136,6 @@ def _openai_models(data: Any) -> list[ModelInfo]:
     if not isinstance(models, list):
         raise UpstreamError(502, "/v1/models: no data list")
     return [ModelInfo(m["id"], m) for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
-
-
-def _as_ollama_tag(info: ModelInfo) -> dict[str, Any]:
-    return info.raw
 
 
 def _synth_tag(key: str) -> dict[str, Any]:

@@ -139,18 +139,6 @@ class Upstream:
         except orjson.JSONDecodeError:
             raise UpstreamError(502, f"{path}: invalid JSON") from None
 
-    async def post_json(self, path: str, payload: Any, timeout_s: float = 30.0) -> tuple[int, Any]:
-        try:
-            async with self._client().post(self._url(path), data=orjson.dumps(payload), auto_decompress=True,
-                                           timeout=aiohttp.ClientTimeout(total=timeout_s),
-                                           headers=[("content-type", "application/json"), *self._auth]) as response:
-                body = await response.read()
-            return response.status, orjson.loads(body or b"null")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise UpstreamError(502, f"{path}: {type(exc).__name__}") from None
-        except orjson.JSONDecodeError:
-            raise UpstreamError(502, f"{path}: invalid JSON") from None
-
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()

@@ -20,10 +20,6 @@ def sort_key(priority: float, enqueued_at_s: float, aging_per_minute: float) -> 
     return round(priority + aging_per_minute * enqueued_at_s / 60.0, 9)
 
 
-def effective_priority(entry: QueueEntry, now_s: float, aging_per_minute: float) -> float:
-    return entry.priority - aging_per_minute * (now_s - entry.enqueued_at) / 60.0
-
-
 class AgingHeap:
     def __init__(self) -> None:
         self._heap: list[QueueEntry] = []

@@ -144,7 +144,7 @@ class Scheduler:
         candidates = [b for b in self.backends if self._parked[b.name] and self._may_serve(b, key)]
         if not candidates:
             return None
-        return min(candidates, key=lambda b: (not b.healthy, b.active / b.config.max_concurrent))
+        return min(candidates, key=lambda b: b.load_rank())
 
     def _grant(self, parked: asyncio.Future[QueueEntry], entry: QueueEntry, backend: Backend) -> None:
         self._account(entry, backend)
