@@ -101,13 +101,12 @@ class Database:
         return int(row[0])
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Reads run outside the write lock; inside this process they may see a transaction
         that is still in progress, which is acceptable for this store's read paths."""
-        return list(await self._conn.execute_fetchall(sql, params))
+        return await Transaction(self._conn).fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return await Transaction(self._conn).fetchall(sql, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
