@@ -18,7 +18,7 @@ from starlette.routing import Route, Router
 
 from .api.admin_routes import admin_routes
 from .api.auth_routes import auth_routes
-from .api.errors import ApiError, error_body, style_for_path
+from .api.errors import ApiError, as_api_error, error_body, style_for_path
 from .api.proxy import Proxy
 from .api.routes import OllamaPrefix, all_routes, native_routes
 from .auth.accounts import Accounts
@@ -29,6 +29,7 @@ from .auth.passwords import PasswordHasher
 from .auth.tokens_file import TokenFile
 from .backends.registry import Registry
 from .config import GatewayConfig
+from .errors import GatewayError
 from .queue.scheduler import Scheduler
 from .store.bundle import Store
 from .store.write_behind import LastUsedBatcher
@@ -122,7 +123,7 @@ def create_app(config: GatewayConfig, clock: Callable[[], float] = time.monotoni
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={ApiError: _api_error, GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.gateway = gateway
     return app
@@ -136,6 +137,12 @@ def _render(request: Request, status: int, message: str, headers: dict[str, str]
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return _render(request, exc.status, exc.message, exc.headers)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    error = as_api_error(exc)
+    return _render(request, error.status, error.message, error.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

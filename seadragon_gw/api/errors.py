@@ -6,10 +6,13 @@ Native Ollama routes answer `{"error": "..."}`; OpenAI-style routes answer
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
+
+from .. import errors as e
 
 ErrorStyle = Literal["ollama", "openai"]
 
@@ -34,6 +37,39 @@ class ApiError(Exception):
 
     def __str__(self) -> str:
         return f"{self.status}: {self.message}"
+
+
+# The one table from a lower layer's kind of failure to an HTTP status (most specific first).
+_STATUS: tuple[tuple[type[e.GatewayError], int], ...] = (
+    (e.InvalidInput, 400),
+    (e.NotAuthenticated, 401),
+    (e.NotPermitted, 403),
+    (e.NotFound, 404),
+    (e.Conflict, 409),
+    (e.TooLarge, 413),
+    (e.TooManyRequests, 429),
+    (e.UpstreamFailed, 502),
+    (e.Unavailable, 503),
+    (e.TimedOut, 504),
+)
+
+
+def status_for(error: e.GatewayError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def as_api_error(error: e.GatewayError) -> ApiError:
+    """A lower layer's error as the HTTP answer: its status, message and headers."""
+    status = status_for(error)
+    headers = dict(error.headers)
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return ApiError(status, error.message, headers)
 
 
 def style_for_path(path: str) -> ErrorStyle:

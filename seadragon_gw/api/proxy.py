@@ -27,7 +27,8 @@ from ..queue.entry import QueueEntry, QueueKey
 from ..queue.scheduler import Scheduler
 from . import relay
 from .asgi import ClientGone, DisconnectWatch, header_map, read_body, send_error
-from .errors import ApiError, ErrorStyle, style_for_path
+from ..errors import GatewayError
+from .errors import ApiError, ErrorStyle, as_api_error, style_for_path
 from .validation import parse_json_object
 
 Access = Literal["read", "user", "admin"]
@@ -91,6 +92,8 @@ class Proxy:
                 await self._run(call, receive, send)
         except ApiError as error:
             await send_error(send, style, error)
+        except GatewayError as error:
+            await send_error(send, style, as_api_error(error))
         except ClientGone:
             pass
 
