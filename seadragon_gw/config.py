@@ -29,6 +29,12 @@ class ServerConfig:
     log_level: str = "info"
     access_log: bool = False
     shutdown_grace_s: float = 30.0
+    # Edges of the HTTP server (seadragon_gw/server): an unauthenticated client must not hold or
+    # freeze the gateway, so every connection has a deadline and their number a cap.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_s: float = 5.0
+    max_connections: int = 1024
 
 
 @dataclass
@@ -184,6 +190,9 @@ def _check_semantics(config: GatewayConfig) -> None:
         raise ConfigError("queue.timeout_s: must be positive")
     if config.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: must be at least 1024")
+    for key in ("header_timeout_s", "body_timeout_s", "keepalive_s", "max_connections"):
+        if getattr(config.server, key) <= 0:
+            raise ConfigError(f"server.{key}: must be positive")
 
 
 def _kind(value: Any) -> str:
