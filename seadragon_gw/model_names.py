@@ -16,3 +16,8 @@ def model_key(name: str) -> str:
     if ":" not in name.rsplit("/", 1)[-1]:
         name += ":latest"
     return name
+
+
+QueueKey = tuple[str, str | None]
+"""(model key, backend kind required or None): what a request needs from a backend, and so
+which queue it waits in. Native routes need an Ollama backend; OpenAI routes take either."""

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from seadragon_gw.app import Gateway, create_app
+from seadragon_gw.app import create_app
+from seadragon_gw.gateway import Clocks, Gateway
 from seadragon_gw.config import GatewayConfig, parse_config
 from tests.support.fakebackend import FakeBackend
 from tests.support.server import ThreadedServer
@@ -81,7 +82,7 @@ class GatewayFactory:
         tokens_path = self.tmp_path / "tokens.json"
         tokens_path.write_text(json.dumps(TOKENS if tokens is None else tokens))
         config = config or self.config(backends or [], **sections)
-        app = create_app(config, clock=clock) if clock else create_app(config)
+        app = create_app(config, Clocks(monotonic=clock) if clock else None)
         server = ThreadedServer(app, proxy_headers=False).start()  # as `seadragon-gw serve` runs
         self.started.append(server)
         return RunningGateway(server, app, config, tokens_path)

@@ -19,7 +19,7 @@ import openai
 import orjson
 import pytest
 
-from seadragon_gw.queue.scheduler import BUSY_MESSAGE
+from seadragon_gw.queue.errors import BUSY_MESSAGE
 from tests.conftest import ALICE, TOKENS, FakeClock, GatewayFactory, RunningGateway
 from tests.support.fakebackend import FakeBackend
 from tests.support.gwclient import (

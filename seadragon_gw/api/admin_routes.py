@@ -19,20 +19,19 @@ from ..store.registration_tokens import RegistrationToken
 from ..store.users import User
 from ..store.whitelist_repo import WhitelistEntry
 from . import validation as v
+from ..gateway import Gateway
 from .asgi import authorize
+from .context import gateway_of
 from .errors import ApiError
 from .responses import json_response
 
 
-def _admin(request: Request) -> Any:
-    gateway = request.app.state.gateway
+def _admin(request: Request) -> Gateway:
     authorize(request, "admin")
-    if gateway.store is None:
-        raise ApiError(503, "the database is not open yet")
-    return gateway
+    return gateway_of(request)
 
 
-def _expires_at(gw: Any, data: dict[str, Any]) -> float | None:
+def _expires_at(gw: Gateway, data: dict[str, Any]) -> float | None:
     """`expires_in_s` (optional, positive) as an absolute time on the gateway's clock."""
     ttl = v.number(data, "expires_in_s")
     return gw.clock() + ttl if ttl else None

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from ..auth.principal import Principal
-
-from .errors import ApiError, ErrorStyle, error_body
-
-JSON_TYPE = b"application/json; charset=utf-8"
+from ..lifecycle.route import Access
+from .context import gateway_of
+from .errors import ApiError
 
 
 class ClientGone(Exception):
@@ -46,18 +44,6 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
             return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes = JSON_TYPE,
-                     extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def send_error(send: Send, style: ErrorStyle, error: ApiError) -> None:
-    extra = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    await send_bytes(send, error.status, error_body(style, error.status, error.message), extra=extra)
-
-
 class DisconnectWatch:
     """Watches `receive` for the client going away and then cancels `task`, so waits and
     streams stop at once.
@@ -86,6 +72,6 @@ class DisconnectWatch:
         self._task.cancel()
 
 
-def authorize(request: Request, access: str) -> Principal:
+def authorize(request: Request, access: Access) -> Principal:
     """Authenticate a Starlette request for `access` ("read", "user" or "admin")."""
-    return request.app.state.gateway.auth.authenticate(request.scope, header_map(request.scope), access)
+    return gateway_of(request).auth.authenticate(request.scope, header_map(request.scope), access)

@@ -9,7 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..auth.accounts import Accounts
 from .asgi import authorize
+from .context import gateway_of
 from .errors import ApiError
 from .responses import json_response
 from .validation import MAX_ADMIN_BODY, json_body
@@ -25,11 +27,8 @@ async def _fields(request: Request) -> dict[str, Any]:
     return await json_body(request)
 
 
-def _accounts(request: Request) -> Any:
-    accounts = request.app.state.gateway.accounts
-    if accounts is None:
-        raise ApiError(503, "accounts are not available yet")
-    return accounts
+def _accounts(request: Request) -> Accounts:
+    return gateway_of(request).accounts
 
 
 async def register(request: Request) -> Response:

@@ -76,7 +76,7 @@ def style_for_path(path: str) -> ErrorStyle:
     return "openai" if path.startswith(_OPENAI_PREFIXES) or path == "/v1" else "ollama"
 
 
-def error_payload(style: ErrorStyle, status: int, message: str) -> dict:
+def error_payload(style: ErrorStyle, status: int, message: str) -> dict[str, object]:
     if style == "ollama":
         return {"error": message}
     kind = _OPENAI_TYPES.get(status, "api_error")

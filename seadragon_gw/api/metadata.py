@@ -13,14 +13,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from .. import __version__
+from ..backends import listings
+from ..errors import NotFound
 from ..model_names import model_key
 from .asgi import authorize
-from .errors import ApiError
+from .context import gateway_of
 from .responses import json_response
-
-
-def _gateway(request: Request) -> Any:
-    return request.app.state.gateway
 
 
 async def root(request: Request) -> Response:
@@ -30,18 +28,18 @@ async def root(request: Request) -> Response:
 
 async def version(request: Request) -> Response:
     authorize(request, "read")
-    versions = [b.version for b in _gateway(request).registry.backends if b.healthy and b.version]
+    versions = [b.version for b in gateway_of(request).registry.backends if b.healthy and b.version]
     return json_response({"version": versions[0] if versions else __version__})
 
 
 async def tags(request: Request) -> Response:
     principal = authorize(request, "read")
-    return json_response(_gateway(request).registry.ollama_tags(principal.allowed_models))
+    return json_response(listings.ollama_tags(gateway_of(request).registry.backends, principal.allowed_models))
 
 
 async def ps(request: Request) -> Response:
     authorize(request, "user")
-    backends = [b for b in _gateway(request).registry.backends if b.kind == "ollama" and b.healthy]
+    backends = [b for b in gateway_of(request).registry.backends if b.kind == "ollama" and b.healthy]
     results = await asyncio.gather(*(b.upstream.get_json("/api/ps") for b in backends), return_exceptions=True)
     models: list[Any] = []
     for result in results:
@@ -52,20 +50,26 @@ async def ps(request: Request) -> Response:
 
 async def openai_models(request: Request) -> Response:
     principal = authorize(request, "user")
-    return json_response(_gateway(request).registry.openai_models(principal.allowed_models))
+    return json_response(listings.openai_models(gateway_of(request).registry.backends, principal.allowed_models))
 
 
 async def openai_model(request: Request) -> Response:
     principal = authorize(request, "user")
     name = request.path_params["model"]
-    model = _gateway(request).registry.openai_model(name)
+    model = listings.openai_model(gateway_of(request).registry.backends, name)
     if model is None or not principal.may_use(model_key(name)):
-        raise ApiError(404, f"model '{name}' not found")
+        raise NotFound(f"model '{name}' not found")
     return json_response(model)
 
 
 async def health(request: Request) -> Response:
-    report = _gateway(request).registry.health()
-    report["queued"] = _gateway(request).scheduler.waiting()
-    report["version"] = __version__
-    return json_response(report, status=200 if report["status"] == "ok" else 503)
+    gateway = gateway_of(request)
+    backends = [
+        {"name": b.name, "kind": b.kind, "state": b.state.value, "healthy": b.healthy, "active": b.active,
+         "max_concurrent": b.config.max_concurrent, "models": len(b.models), "error": b.last_error}
+        for b in gateway.registry.backends
+    ]
+    ok = any(b.healthy for b in gateway.registry.backends)
+    report = {"status": "ok" if ok else "degraded", "backends": backends,
+              "queued": gateway.scheduler.waiting(), "version": __version__}
+    return json_response(report, status=200 if ok else 503)

@@ -3,37 +3,37 @@
 from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..lifecycle.route import RouteSpec
 from . import metadata
-from .proxy import ForwardSpec
+from .context import gateway_of
+from .proxy import forward
 
-_INFERENCE_NATIVE = ForwardSpec(access="user", queued=True, native=True)
-_INFERENCE_OPENAI = ForwardSpec(access="user", queued=True, native=False)
-_EMBED_NATIVE = ForwardSpec(access="user", queued=True, native=True, streams=False)
-_SHOW = ForwardSpec(access="user", queued=False, native=True, streams=False)
+_INFERENCE_NATIVE = RouteSpec(access="user", queued=True, native=True)
+_INFERENCE_OPENAI = RouteSpec(access="user", queued=True, native=False)
+_EMBED_NATIVE = RouteSpec(access="user", queued=True, native=True, streams=False)
+_SHOW = RouteSpec(access="user", queued=False, native=True, streams=False)
 
 
 def _admin(model_field: str | None = "model", *, must_exist: bool = True, changes: bool = True,
-           raw: bool = False) -> ForwardSpec:
-    return ForwardSpec(access="admin", queued=False, native=True, model_field=model_field,
-                       model_must_exist=must_exist, changes_models=changes, raw_body=raw)
+           raw: bool = False, also: tuple[str, ...] = ()) -> RouteSpec:
+    return RouteSpec(access="admin", queued=False, native=True, model_field=model_field, model_fields=also,
+                     model_must_exist=must_exist, changes_models=changes, raw_body=raw)
 
 
 class Forward:
-    """ASGI endpoint for a forwarded route; all of them share `Proxy.handle`."""
+    """ASGI endpoint for a forwarded route; all of them share `proxy.forward`."""
 
-    def __init__(self, spec: ForwardSpec) -> None:
+    def __init__(self, spec: RouteSpec) -> None:
         self.spec = spec
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await scope["app"].state.gateway.proxy.handle(self.spec, scope, receive, send)
+        await forward(gateway_of(scope), self.spec, scope, receive, send)
 
 
-def _forward(path: str, spec: ForwardSpec, methods: list[str], upstream: str | None = None) -> Route:
-    if upstream is not None:
-        spec = ForwardSpec(**{**spec.__dict__, "upstream_path": upstream})
-    return Route(path, Forward(spec), methods=methods)
+def _forward(path: str, spec: RouteSpec, methods: list[str], upstream: str | None = None) -> Route:
+    return Route(path, Forward(spec if upstream is None else spec.at(upstream)), methods=methods)
 
 
 def native_routes() -> list[BaseRoute]:
@@ -51,8 +51,8 @@ def native_routes() -> list[BaseRoute]:
         _forward("/api/embeddings", _EMBED_NATIVE, post),
         _forward("/api/pull", _admin(must_exist=False), post),
         _forward("/api/push", _admin(changes=False), post),
-        _forward("/api/create", _admin(must_exist=False), post),
-        _forward("/api/copy", _admin("source"), post),
+        _forward("/api/create", _admin(must_exist=False, also=("from",)), post),
+        _forward("/api/copy", _admin("source", also=("destination",)), post),
         _forward("/api/delete", _admin(), ["DELETE"]),
         _forward("/api/blobs/{digest}", _admin(None, changes=False, raw=True), ["HEAD", "POST"]),
     ]
@@ -76,7 +76,7 @@ class OllamaPrefix:
     """`/api/ollama/<native path>` serves the native API under a prefix (`/api/ollama/api/chat`;
     `/api/ollama/chat` works too), so clients can use `http://gw/api/ollama` as their host."""
 
-    def __init__(self, router_app: object) -> None:
+    def __init__(self, router_app: ASGIApp) -> None:
         self.router_app = router_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,7 +84,7 @@ class OllamaPrefix:
         if rest != "/" and not rest.startswith("/api/"):
             rest = "/api" + rest
         inner = {**scope, "path": rest, "raw_path": rest.encode(), "root_path": ""}
-        await self.router_app(inner, receive, send)  # type: ignore[operator]
+        await self.router_app(inner, receive, send)
 
 
 def all_routes() -> list[BaseRoute]:

@@ -55,14 +55,14 @@ class Authenticator:
     `auth.anonymous_read` is on: Cline's model picker and Roo's embedder send no header.
     """
 
-    def __init__(self, config: AuthConfig, tokens: TokenFile, cache: CredentialCache,
-                 last_used: LastUsedBatcher | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: AuthConfig, tokens: TokenFile, cache: CredentialCache, jwt: JwtCodec,
+                 last_used: LastUsedBatcher, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.tokens = tokens
         self.cache = cache
         self.addresses = ClientAddress(config.trusted_proxies)
         self.last_used = last_used
-        self.jwt: JwtCodec | None = None
+        self.jwt = jwt
         self.clock = clock
 
     def authenticate(self, scope: Scope, headers: dict[bytes, bytes], access: Access) -> Principal:
@@ -91,7 +91,7 @@ class Authenticator:
         principal = self.tokens.lookup(token)
         if principal is not None:
             return principal
-        if token.count(".") == 2 and self.jwt is not None:
+        if token.count(".") == 2:
             return self._jwt(token)
         return self._api_key(token)
 
@@ -101,12 +101,10 @@ class Authenticator:
         if record is None or not record.is_usable(now):
             reason = "API key expired" if record is not None and record.is_active else ""
             raise _unauthorized(reason)
-        if self.last_used is not None:
-            self.last_used.mark(record.id, now)
+        self.last_used.mark(record.id, now)
         return _key_principal(record)
 
     def _jwt(self, token: str) -> Principal:
-        assert self.jwt is not None
         try:
             claims = self.jwt.decode(token, "access")
         except JwtError as exc:

@@ -29,17 +29,17 @@ class CredentialSnapshot:
 
 
 class CredentialCache:
-    def __init__(self, poll_s: float = 2.0) -> None:
+    def __init__(self, store: Store, poll_s: float = 2.0) -> None:
         self.snapshot = CredentialSnapshot()
         self.poll_s = poll_s
-        self._store: Store | None = None
+        self._store = store
         self._version: int | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def attach(self, store: Store) -> None:
-        self._store = store
-        await self.reload()
-        self._task = asyncio.create_task(self._poll(), name="credential-cache")
+    def start(self) -> None:
+        """Begin polling for other processes' changes (call `reload` once before)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._poll(), name="credential-cache")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -49,8 +49,6 @@ class CredentialCache:
 
     async def reload(self) -> None:
         store = self._store
-        if store is None:
-            return
         self._version = await store.db.data_version()
         keys = await store.api_keys.list_all()
         entries = await store.whitelist.list_all()
@@ -62,7 +60,6 @@ class CredentialCache:
         )
 
     async def _poll(self) -> None:
-        assert self._store is not None
         while True:
             await asyncio.sleep(self.poll_s)
             try:

@@ -1,4 +1,4 @@
-"""A configured backend: its client, the models it serves, its health and load."""
+"""A configured backend: its client, the models it serves, its lifecycle state and load."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import BackendConfig
-from ..model_names import model_key
-from ..queue.entry import QueueKey
+from ..model_names import QueueKey, model_key
+from .state import MAY_TRY, BackendLifecycle, BackendState, StateListener
 from .upstream import Upstream
 
 
@@ -21,13 +21,16 @@ class ModelInfo:
 
 @dataclass(eq=False)
 class Backend:
+    """`lifecycle` is changed only by the registry; `active` (slots in use) only by the
+    scheduler's dispatchers. Everything else reads them."""
+
     config: BackendConfig
     upstream: Upstream
+    lifecycle: BackendLifecycle
     models: dict[str, ModelInfo] = field(default_factory=dict)
-    healthy: bool = False
     active: int = 0
     version: str | None = None
-    last_error: str | None = None
+    discovered: bool = False
 
     @property
     def name(self) -> str:
@@ -36,6 +39,23 @@ class Backend:
     @property
     def kind(self) -> str:
         return self.config.kind
+
+    @property
+    def state(self) -> BackendState:
+        return self.lifecycle.state
+
+    @property
+    def healthy(self) -> bool:
+        return self.lifecycle.state is BackendState.UP
+
+    @property
+    def last_error(self) -> str | None:
+        return None if self.healthy else self.lifecycle.reason
+
+    @property
+    def may_try(self) -> bool:
+        """Up, or down/unknown (a last resort: it may have come back)."""
+        return self.lifecycle.state in MAY_TRY
 
     def can_serve(self, key: QueueKey) -> bool:
         model, kind = key
@@ -49,10 +69,9 @@ class Backend:
         self.models = {model_key(info.name): info for info in infos}
 
     @classmethod
-    def from_config(cls, config: BackendConfig) -> Backend:
-        upstream = Upstream(config.url, config.connect_timeout_s, config.read_timeout_s,
-                            config.max_concurrent, config.api_key)
-        backend = cls(config=config, upstream=upstream)
+    def from_config(cls, config: BackendConfig, listeners: list[StateListener] | None = None) -> Backend:
+        upstream = Upstream(config.name, config.url, config.connect_timeout_s, config.read_timeout_s, config.api_key)
+        backend = cls(config=config, upstream=upstream, lifecycle=BackendLifecycle(config.name, listeners))
         if config.models != "*":
             backend.set_models([ModelInfo(name, {}) for name in config.models])
         return backend

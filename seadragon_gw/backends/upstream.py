@@ -5,9 +5,10 @@ aiohttp replaced httpx here because it measured 3-6x less gateway CPU per proxie
 each request). Everything the proxy needs is behind this small surface, so the choice stays a
 one-file decision; bench/httpx_upstream.py keeps the httpx version for comparison runs.
 
-- connect timeout -> 502; silence longer than `read_timeout_s` before the headers or between
-  body bytes -> 504; any other client failure -> 502 naming the exception type; a stream that
-  breaks or stalls mid-body -> UpstreamError from `chunks()`.
+- no connection (refused, connect timeout, DNS) -> BackendUnreachable; silence longer than
+  `read_timeout_s` before the headers or between body bytes -> BackendTimedOut; any other
+  failure -> StreamBroken; each message names the backend and the reason in words. A stream
+  that breaks or stalls mid-body raises from `chunks()`.
 - no connection limit (the scheduler limits concurrency), keep-alive pooling, no redirects.
 - bodies are relayed raw (no decompression; the relay asks for `accept-encoding: identity`).
 - no cookie jar (one user's Set-Cookie must not be replayed for another), no proxy settings
@@ -18,6 +19,7 @@ one-file decision; bench/httpx_upstream.py keeps the httpx version for compariso
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,14 +28,47 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from ..errors import GatewayError, TimedOut, UpstreamFailed
 
-class UpstreamError(Exception):
-    """The backend could not be reached (`status` 502) or timed out (504)."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class UpstreamError(GatewayError):
+    """A backend failed; the subclass says how. Messages name the backend and the reason in
+    words ("connection refused", "timed out"), never an exception class."""
+
+
+class BackendUnreachable(UpstreamError, UpstreamFailed):
+    """No connection could be made: the backend is down (passive health marks it so)."""
+
+
+class BackendTimedOut(UpstreamError, TimedOut):
+    """The backend went silent for longer than `read_timeout_s`."""
+
+
+class StreamBroken(UpstreamError, UpstreamFailed):
+    """The connection failed after it was made (mid-answer, or a bad reply)."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong with a connection, as an operator would say it."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the backend closed the connection"
+    os_error = getattr(exc, "os_error", None) or (exc if isinstance(exc, OSError) else None)
+    number = getattr(os_error, "errno", None)
+    return _ERRNO_WORDS.get(number, "connection failed") if number is not None else "connection failed"
+
+
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNABORTED: "connection aborted",
+    errno.EPIPE: "connection closed",
+}
 
 
 @dataclass(slots=True)
@@ -41,6 +76,7 @@ class UpstreamResponse:
     status: int
     headers: list[tuple[bytes, bytes]]
     _response: aiohttp.ClientResponse
+    backend: str
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; raises UpstreamError if the stream breaks or stalls."""
@@ -52,20 +88,20 @@ class UpstreamResponse:
                     return
                 yield chunk
         except TimeoutError:
-            raise UpstreamError(504, "upstream timed out while streaming") from None
+            raise BackendTimedOut(f"{self.backend} timed out while streaming") from None
         except aiohttp.ClientError as exc:
             leftover = _received_before_failure(content)
             if leftover:
                 yield leftover
-            raise UpstreamError(502, f"upstream stream broke: {type(exc).__name__}") from None
+            raise StreamBroken(f"{self.backend}: stream broke ({failure_reason(exc)})") from None
 
     async def read(self) -> bytes:
         try:
             return await self._response.read()
         except TimeoutError:
-            raise UpstreamError(504, "upstream timed out while streaming") from None
+            raise BackendTimedOut(f"{self.backend} timed out while answering") from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(502, f"upstream stream broke: {type(exc).__name__}") from None
+            raise StreamBroken(f"{self.backend}: answer broke off ({failure_reason(exc)})") from None
 
     async def aclose(self) -> None:
         response = self._response
@@ -86,9 +122,11 @@ def _received_before_failure(content: aiohttp.StreamReader) -> bytes:
 
 
 class Upstream:
-    def __init__(self, base_url: str, connect_timeout_s: float, read_timeout_s: float,
-                 max_connections: int, api_key: str | None = None) -> None:
+    def __init__(self, name: str, base_url: str, connect_timeout_s: float, read_timeout_s: float,
+                 api_key: str | None = None) -> None:
+        self.name = name
         self.base_url = base_url.rstrip("/")
+        self.label = f"backend '{name}' at {self.base_url}"
         self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=connect_timeout_s,
                                               sock_read=read_timeout_s)
         self._auth = [("authorization", f"Bearer {api_key}")] if api_key else []
@@ -117,13 +155,18 @@ class Upstream:
             response = await self._client().request(
                 method, self._url(path), headers=[*headers, *self._auth], data=content,
                 allow_redirects=False)
-        except aiohttp.ConnectionTimeoutError:
-            raise UpstreamError(502, f"backend unreachable at {self.base_url}: connect timeout") from None
+        except aiohttp.ClientConnectorError as exc:  # includes connect timeouts and DNS
+            raise self.unreachable(exc) from None
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise self.unreachable(exc) from None
         except TimeoutError:
-            raise UpstreamError(504, f"backend at {self.base_url} timed out") from None
+            raise BackendTimedOut(f"{self.label} timed out before answering") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(502, f"backend unreachable at {self.base_url}: {type(exc).__name__}") from None
-        return UpstreamResponse(response.status, list(response.raw_headers), response)
+            raise StreamBroken(f"{self.label} failed ({failure_reason(exc)})") from None
+        return UpstreamResponse(response.status, list(response.raw_headers), response, self.label)
+
+    def unreachable(self, exc: BaseException) -> BackendUnreachable:
+        return BackendUnreachable(f"{self.label} is unreachable ({failure_reason(exc)}); is it running?")
 
     async def get_json(self, path: str, timeout_s: float = 5.0) -> Any:
         """Metadata fetch for discovery and health; raises UpstreamError on any failure."""
@@ -132,12 +175,14 @@ class Upstream:
                                           timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
                 body = await response.read()
                 if response.status >= 400:
-                    raise UpstreamError(502, f"{path}: HTTP {response.status}")
+                    raise StreamBroken(f"{self.label}: {path} answered HTTP {response.status}")
             return orjson.loads(body)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise self.unreachable(exc) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise UpstreamError(502, f"{path}: {type(exc).__name__}") from None
+            raise StreamBroken(f"{self.label}: {path} failed ({failure_reason(exc)})") from None
         except orjson.JSONDecodeError:
-            raise UpstreamError(502, f"{path}: invalid JSON") from None
+            raise StreamBroken(f"{self.label}: {path} is not valid JSON") from None
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -50,6 +50,10 @@ class AgingHeap:
         entry.cancelled = True
         self.live -= 1
 
+    def ordered(self) -> list[QueueEntry]:
+        """The live entries, best first (O(n log n); for listings and clearing, not dispatch)."""
+        return sorted(e for e in self._heap if not e.cancelled)
+
     def position(self, entry: QueueEntry) -> int:
         """1-based rank among live entries (O(n); used once per queued request)."""
         return 1 + sum(1 for e in self._heap if not e.cancelled and e < entry)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ..backends.backend import Backend
+from ..backends.backend import Backend
+from ..records.record import RequestRecord
+from ..model_names import QueueKey
 
-QueueKey = tuple[str, str | None]
-"""(model key, backend kind required or None). Native routes need an Ollama backend."""
+__all__ = ["QueueEntry", "QueueKey"]
 
 
 @dataclass(eq=False, slots=True)
@@ -19,6 +18,7 @@ class QueueEntry:
 
     `sort_key` is `base priority + aging rate * enqueue time`: with one aging rate this orders
     the heap exactly by effective priority forever, so no re-sorting is ever needed.
+    `granted` resolves to the backend, or to the error the request was rejected with.
     """
 
     queue_key: QueueKey
@@ -27,6 +27,7 @@ class QueueEntry:
     sort_key: float
     seq: int
     granted: asyncio.Future[Backend]
+    record: RequestRecord | None = None
     finished: asyncio.Future[None] = field(init=False)
     backend: Backend | None = None
     cancelled: bool = False

@@ -1,10 +1,11 @@
-"""Per-model aging queues and the fixed pool of dispatcher tasks per backend.
+"""Per-model aging queues and the pool of dispatcher tasks per backend.
 
-Each backend runs `max_concurrent` dispatcher tasks. An idle dispatcher takes the best waiting
-entry among the queues its backend can serve; when there is none it parks. A new request is
-handed straight to a parked dispatcher (the least busy backend's) when there is one, else it
-waits in its queue. A dispatcher holds its slot until the request's `finished` future is set,
-so the request's own task streams the body while the dispatcher accounts for the slot.
+Each backend runs `max_concurrent` dispatcher tasks, started when the backend is added and
+retired when it is removed. An idle dispatcher takes the best waiting entry among the queues
+its backend can serve; when there is none it parks. A new request is handed straight to a
+parked dispatcher (the least busy backend's) when there is one, else it waits in its queue.
+A dispatcher holds its slot until the request's `finished` future is set (`release`), so the
+request's own task streams the body while the dispatcher accounts for the slot.
 """
 
 from __future__ import annotations
@@ -14,67 +15,86 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from ..api.errors import ApiError
+from ..backends.backend import Backend
+from ..backends.registry import Registry
+from ..config import QueueConfig
+from ..errors import GatewayError
+from ..records.record import RequestRecord
 from .aging import AgingHeap, sort_key
 from .entry import QueueEntry, QueueKey
-
-if TYPE_CHECKING:
-    from ..backends.backend import Backend
-    from ..config import QueueConfig
+from .errors import QueueFull
 
 log = logging.getLogger("seadragon_gw.queue")
 
-BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+
+@dataclass(frozen=True, slots=True)
+class WaitingRequest:
+    """One waiting request as queue status shows it."""
+
+    model: str
+    position: int
+    waited_s: float
+    priority: float
+    effective_priority: float
+    record: RequestRecord | None
 
 
 class Scheduler:
-    def __init__(
-        self,
-        backends: list[Backend],
-        config: QueueConfig,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.backends = backends
+    def __init__(self, registry: Registry, config: QueueConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
         self.config = config
         self.clock = clock
         self.queues: dict[QueueKey, AgingHeap] = {}
-        self._parked: dict[str, list[asyncio.Future[QueueEntry]]] = {b.name: [] for b in backends}
+        self._parked: dict[Backend, list[asyncio.Future[QueueEntry]]] = {}
+        self._tasks: dict[Backend, list[asyncio.Task[None]]] = {}
+        self._retiring: set[Backend] = set()
         self._seq = itertools.count()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        registry.attach(self)
+
+    @property
+    def backends(self) -> list[Backend]:
+        return self.registry.backends
 
     # -- request side -------------------------------------------------------------------
-    def submit(self, queue_key: QueueKey, priority: float) -> tuple[QueueEntry, int]:
+    def submit(self, queue_key: QueueKey, priority: float, record: RequestRecord | None = None
+               ) -> tuple[QueueEntry, int]:
         """Admit a request; return its entry and queue position (0 = already granted)."""
         now = self.clock()
-        loop = asyncio.get_running_loop()
         entry = QueueEntry(
             queue_key=queue_key,
             priority=priority,
             enqueued_at=now,
             sort_key=sort_key(priority, now, self.config.aging_per_minute),
             seq=next(self._seq),
-            granted=loop.create_future(),
+            granted=asyncio.get_running_loop().create_future(),
+            record=record,
         )
         backend = self._parked_backend_for(queue_key)
         if backend is not None:
-            self._grant(self._parked[backend.name].pop(), entry, backend)
+            self._grant(self._parked[backend].pop(), entry, backend)
             return entry, 0
         heap = self.queues.get(queue_key)
         if heap is None:
             heap = self.queues[queue_key] = AgingHeap()
         if len(heap) >= self.config.max_waiting:
-            raise ApiError(503, BUSY_MESSAGE, {"Retry-After": str(self.config.retry_after_s)})
+            raise QueueFull(self.config.retry_after_s)
         heap.push(entry)
         return entry, heap.position(entry)
 
-    def cancel(self, entry: QueueEntry) -> None:
-        """The client left or timed out: leave the queue now, or free the slot if granted."""
+    def release(self, entry: QueueEntry) -> None:
+        """The one way a request lets go: leave the queue if still waiting, else free the
+        slot it holds. Safe to call more than once, and after a rejection."""
         if entry.backend is None and not entry.cancelled:
             heap = self.queues.get(entry.queue_key)
             if heap is not None:
                 heap.discard(entry)
+            entry.cancelled = True
+        if entry.granted.done() and not entry.granted.cancelled():
+            entry.granted.exception()  # retrieved, so a rejection nobody awaited is not "lost"
         entry.finish()
 
     def waiting(self, queue_key: QueueKey | None = None) -> int:
@@ -83,39 +103,108 @@ class Scheduler:
             return len(heap) if heap else 0
         return sum(len(h) for h in self.queues.values())
 
-    # -- dispatcher side ----------------------------------------------------------------
+    def effective_priority(self, entry: QueueEntry) -> float:
+        minutes = (self.clock() - entry.enqueued_at) / 60.0
+        return entry.priority - self.config.aging_per_minute * minutes
+
+    def waiting_requests(self, model: str | None = None) -> list[WaitingRequest]:
+        """Every waiting request (of one model key, if given), best first per queue."""
+        now = self.clock()
+        result: list[WaitingRequest] = []
+        for key, heap in self.queues.items():
+            if model is not None and key[0] != model:
+                continue
+            for position, entry in enumerate(heap.ordered(), start=1):
+                result.append(WaitingRequest(key[0], position, now - entry.enqueued_at, entry.priority,
+                                             self.effective_priority(entry), entry.record))
+        return result
+
+    def reject_waiting(self, model: str | None, error: GatewayError) -> int:
+        """Answer every waiting request (of one model key, or all) with `error` at once;
+        requests already holding a slot are untouched. Returns how many were rejected."""
+        count = 0
+        for key in list(self.queues):
+            if model is not None and key[0] != model:
+                continue
+            heap = self.queues.pop(key)
+            for entry in heap.ordered():
+                entry.cancelled = True
+                entry.granted.set_exception(error)
+                count += 1
+        return count
+
+    # -- backends come and go ------------------------------------------------------------
     def start(self) -> None:
+        self._running = True
         for backend in self.backends:
-            for i in range(backend.config.max_concurrent):
-                name = f"dispatch:{backend.name}:{i}"
-                self._tasks.append(asyncio.create_task(self._dispatcher(backend), name=name))
+            self._start_dispatchers(backend)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._running = False
+        tasks = [t for ts in self._tasks.values() for t in ts]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._parked.clear()
 
+    def backend_added(self, backend: Backend) -> None:
+        if self._running:
+            self._start_dispatchers(backend)
+
+    async def backend_retired(self, backend: Backend) -> None:
+        """Stop the backend's dispatchers: parked ones at once, busy ones once the request
+        they serve has finished (the backend is draining, so they take nothing new)."""
+        self._retiring.add(backend)
+        try:
+            for parked in self._parked.pop(backend, []):
+                parked.cancel()
+            tasks = self._tasks.pop(backend, [])
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._retiring.discard(backend)
+
+    def backends_changed(self) -> None:
+        """Hand waiting work to parked dispatchers (after a state or model-list change)."""
+        for backend in self.backends:
+            parked = self._parked.get(backend)
+            while parked:
+                entry = self._take_best(backend)
+                if entry is None:
+                    break
+                self._grant(parked.pop(), entry, backend)
+
+    def _start_dispatchers(self, backend: Backend) -> None:
+        self._parked.setdefault(backend, [])
+        tasks = self._tasks.setdefault(backend, [])
+        for i in range(backend.config.max_concurrent):
+            tasks.append(asyncio.create_task(self._dispatcher(backend), name=f"dispatch:{backend.name}:{i}"))
+
+    # -- dispatcher side ----------------------------------------------------------------
     async def _dispatcher(self, backend: Backend) -> None:
-        """Take the best entry this backend may serve, hold the slot until it finishes."""
-        loop = asyncio.get_running_loop()
-        while True:
+        """Take the best entry this backend may serve, hold the slot until it finishes.
+        Ends when its parking is cancelled (the backend was retired)."""
+        while backend not in self._retiring:
             entry = self._take_best(backend)
             if entry is None:
-                parked: asyncio.Future[QueueEntry] = loop.create_future()
-                self._parked[backend.name].append(parked)
-                try:
-                    entry = await parked
-                except asyncio.CancelledError:
-                    if parked in self._parked[backend.name]:
-                        self._parked[backend.name].remove(parked)
-                    raise
+                entry = await self._park(backend)
             else:
                 self._account(entry, backend)
             try:
                 await entry.finished
             finally:
                 backend.active -= 1
+
+    async def _park(self, backend: Backend) -> QueueEntry:
+        parked: asyncio.Future[QueueEntry] = asyncio.get_running_loop().create_future()
+        waiting = self._parked.setdefault(backend, [])
+        waiting.append(parked)
+        try:
+            return await parked
+        except asyncio.CancelledError:
+            if parked in waiting:
+                waiting.remove(parked)
+            raise
 
     def _take_best(self, backend: Backend) -> QueueEntry | None:
         best_heap: AgingHeap | None = None
@@ -134,14 +223,15 @@ class Scheduler:
         return entry
 
     def _may_serve(self, backend: Backend, key: QueueKey) -> bool:
-        """A backend serves a queue if it has the model and kind; a down backend only when
-        no healthy one could serve it, so requests are not thrown at a dead server."""
-        if not backend.can_serve(key):
+        """A backend serves a queue if it has the model and kind and takes work; a down one
+        only when no healthy one could serve it, so requests are not thrown at a dead server
+        (but a backend that came back is found by the next request)."""
+        if not backend.may_try or not backend.can_serve(key):
             return False
         return backend.healthy or not any(b.healthy and b.can_serve(key) for b in self.backends)
 
     def _parked_backend_for(self, key: QueueKey) -> Backend | None:
-        candidates = [b for b in self.backends if self._parked[b.name] and self._may_serve(b, key)]
+        candidates = [b for b in self.backends if self._parked.get(b) and self._may_serve(b, key)]
         if not candidates:
             return None
         return min(candidates, key=lambda b: b.load_rank())
@@ -152,14 +242,6 @@ class Scheduler:
 
     def _account(self, entry: QueueEntry, backend: Backend) -> None:
         backend.active += 1
+        if entry.record is not None:
+            entry.record.effective_priority = self.effective_priority(entry)
         entry.grant(backend)
-
-    def rebalance(self) -> None:
-        """Hand waiting work to parked dispatchers (after a health or model-list change)."""
-        for backend in self.backends:
-            parked = self._parked[backend.name]
-            while parked:
-                entry = self._take_best(backend)
-                if entry is None:
-                    break
-                self._grant(parked.pop(), entry, backend)

@@ -42,8 +42,7 @@ def start(factory: GatewayFactory, backends: list[FakeBackend] | None = None, *,
     tokens_path = factory.tmp_path / "tokens.json"
     tokens_path.write_text(json.dumps(TOKENS))
     config = config or factory.config(backends or [], **sections)
-    app = create_app(config)
-    app.state.gateway.password_hasher = FAST_HASHER
+    app = create_app(config, hasher=FAST_HASHER)
     running = ThreadedServer(app, **{"proxy_headers": False, **(server or {})}).start()
     factory.started.append(running)
     return RunningGateway(running, app, config, tokens_path)

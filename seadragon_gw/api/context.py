@@ -1,0 +1,25 @@
+"""The one typed way from a request to the gateway it belongs to."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.types import Scope
+
+from ..errors import Unavailable
+from ..gateway import Gateway
+
+REQUEST_ID_KEY = "seadragon.request_id"
+
+
+def gateway_of(where: Request | Scope) -> Gateway:
+    """The running gateway (503 while it is still starting: the lifespan builds it)."""
+    scope = where.scope if isinstance(where, Request) else where
+    gateway = getattr(scope["app"].state, "gateway", None)
+    if not isinstance(gateway, Gateway):
+        raise Unavailable("the gateway is starting", retry_after_s=1)
+    return gateway
+
+
+def request_id_of(scope: Scope) -> str:
+    """Set for every request by `RequestIdMiddleware`."""
+    return str(scope.get(REQUEST_ID_KEY, ""))

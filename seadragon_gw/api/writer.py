@@ -1,0 +1,88 @@
+"""The HTTP side of one forwarded request: what has been sent, and how to end it.
+
+"Has the response started" lives here and only here: before the head is sent any failure is
+a real status with a JSON error; after it, the only way left is an in-band error line that
+ends the stream. The writer also keeps the record's byte count and first-byte time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from starlette.types import Send
+
+from ..records.record import RequestRecord
+from ..records.usage import scan_usage
+from .errors import ApiError, ErrorStyle, error_body, stream_error_line
+
+NDJSON = b"application/x-ndjson"
+EVENT_STREAM = b"text/event-stream"
+JSON_TYPE = b"application/json; charset=utf-8"
+STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+class HttpWriter:
+    __slots__ = ("_send", "style", "record", "started", "status", "event_open", "_clock")
+
+    def __init__(self, send: Send, style: ErrorStyle, record: RequestRecord, clock: Callable[[], float]) -> None:
+        self._send = send
+        self.style = style
+        self.record = record
+        self.started = False
+        self.status = 0
+        self.event_open = False  # an SSE event is half written (no blank line yet)
+        self._clock = clock
+
+    @property
+    def stream_type(self) -> bytes:
+        return EVENT_STREAM if self.style == "openai" else NDJSON
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.started, self.status = True, status
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def start_stream(self, status: int = 200, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        await self.start(status, [(b"content-type", self.stream_type), *STREAM_HEADERS, *extra])
+
+    async def chunk(self, data: bytes) -> None:
+        """A piece of a streamed body: counted, scanned for token usage, sent."""
+        record = self.record
+        if record.first_byte_at is None:
+            record.first_byte_at = self._now()
+        record.bytes_out += len(data)
+        scan_usage(record, data)
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def comment(self, data: bytes) -> None:
+        """Bytes that are not the backend's (keepalives): sent, not counted."""
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self) -> None:
+        await self._send({"type": "http.response.body", "body": b""})
+
+    async def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A complete answer in one piece."""
+        record = self.record
+        record.first_byte_at = self._now()
+        record.bytes_out += len(body)
+        scan_usage(record, body)
+        await self.start(status, [*headers, (b"content-length", str(len(body)).encode())])
+        await self._send({"type": "http.response.body", "body": body})
+
+    async def fail(self, error: ApiError) -> None:
+        """End the request with `error`: a JSON answer, or the in-band line after the head."""
+        if not self.started:
+            extra = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+            body = error_body(self.style, error.status, error.message)
+            await self.start(error.status, [(b"content-type", JSON_TYPE),
+                                            (b"content-length", str(len(body)).encode()), *extra])
+            await self._send({"type": "http.response.body", "body": body})
+            return
+        line = stream_error_line(self.style, error.message)
+        if self.style == "openai" and self.event_open:
+            line = b"\n" + line
+        await self._send({"type": "http.response.body", "body": line, "more_body": True})
+        await self.end()
+
+    def _now(self) -> float:
+        return self._clock()

@@ -1,0 +1,105 @@
+"""The gateway's parts, built together and complete from the start.
+
+`Gateway.open` runs inside the server's event loop (the store and aiohttp need it), opens
+the database first and only then builds the parts that depend on it, so no field is ever
+None or filled in later. The HTTP layer reaches it through `api.context.gateway_of`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .auth.accounts import Accounts
+from .auth.authenticator import Authenticator
+from .auth.credentials import CredentialCache
+from .auth.jwt_tokens import JwtCodec
+from .auth.passwords import PasswordHasher
+from .auth.tokens_file import TokenFile
+from .backends.registry import Registry
+from .config import GatewayConfig
+from .lifecycle.service import RequestService
+from .queue.scheduler import Scheduler
+from .records.observers import Recorder
+from .store.bundle import Store
+from .store.write_behind import LastUsedBatcher
+
+log = logging.getLogger("seadragon_gw")
+JWT_SECRET_ENV = "SEADRAGON_JWT_SECRET"
+
+
+@dataclass(frozen=True, eq=False)
+class Clocks:
+    """`monotonic` orders the queue (aging); `wall` stamps records, keys and tokens."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+
+
+@dataclass(eq=False)
+class Gateway:
+    config: GatewayConfig
+    clocks: Clocks
+    store: Store
+    registry: Registry
+    scheduler: Scheduler
+    recorder: Recorder
+    requests: RequestService
+    credentials: CredentialCache
+    auth: Authenticator
+    accounts: Accounts
+    last_used: LastUsedBatcher
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.clocks.wall
+
+    @classmethod
+    async def open(cls, config: GatewayConfig, clocks: Clocks | None = None,
+                   hasher: PasswordHasher | None = None) -> Gateway:
+        """Open the store and build every part; nothing runs in the background yet."""
+        clocks = clocks or Clocks()
+        store = await Store.open(config.resolve_path(config.database), clocks.wall)
+        try:
+            return await cls._build(config, clocks, store, hasher or PasswordHasher())
+        except BaseException:
+            await store.close()
+            raise
+
+    @classmethod
+    async def _build(cls, config: GatewayConfig, clocks: Clocks, store: Store, hasher: PasswordHasher) -> Gateway:
+        registry = Registry(config.backends, clocks.monotonic)
+        scheduler = Scheduler(registry, config.queue, clock=clocks.monotonic)
+        recorder = Recorder(clocks.wall)
+        requests = RequestService(registry, scheduler, recorder, config.queue)
+        credentials = CredentialCache(store)
+        await credentials.reload()
+        last_used = LastUsedBatcher(store.api_keys.touch_many)
+        secret = config.auth.jwt_secret or os.environ.get(JWT_SECRET_ENV) or \
+            await store.settings.get_or_create_secret("jwt_secret", lambda: secrets.token_urlsafe(48))
+        jwt = JwtCodec(secret, config.auth.jwt_access_ttl_s, config.auth.jwt_refresh_ttl_s, clocks.wall)
+        tokens_path = config.resolve_path(config.auth.tokens_file) if config.auth.tokens_file else None
+        tokens = TokenFile(tokens_path, default_priority=config.auth.default_token_priority)
+        auth = Authenticator(config.auth, tokens, credentials, jwt, last_used, clock=clocks.wall)
+        accounts = Accounts(store, jwt, hasher, credentials.reload, clocks.wall)
+        return cls(config, clocks, store, registry, scheduler, recorder, requests, credentials, auth,
+                   accounts, last_used)
+
+    async def start(self) -> None:
+        """Start the background work: credential polling, batching, health, dispatchers."""
+        self.credentials.start()
+        self.last_used.start()
+        await self.registry.start()
+        self.scheduler.start()
+        log.info("seadragon_gw ready: %d backend(s)", len(self.registry.backends))
+
+    async def close(self) -> None:
+        await self.scheduler.stop()
+        await self.registry.stop()
+        await self.credentials.close()
+        await self.last_used.close()
+        await self.store.close()

@@ -1,0 +1,239 @@
+"""The request lifecycle: admit, wait in the queue, lease a backend slot, open the upstream,
+release. Every way in (the HTTP writer, async jobs, the WebSocket writer) uses this and
+nothing else to reach a backend, so queueing, leasing, passive health and the request record
+behave the same everywhere.
+
+    exchange = service.admit(record, principal, spec, payload)   # refusals raise here
+    while not await exchange.wait(step):                          # queued: keepalives between
+        ...
+    response = await exchange.open(method, path, headers, body)
+    ...relay, feeding exchange.record...
+    exchange.release("ok", status)                                # always, exactly once
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..auth.principal import Principal
+from ..backends.backend import Backend
+from ..backends.registry import Registry
+from ..backends.upstream import BackendUnreachable, UpstreamError, UpstreamResponse
+from ..config import QueueConfig
+from ..errors import GatewayError, InvalidInput, NotFound, NotPermitted, Unavailable
+from ..model_names import QueueKey, model_key
+from ..queue.entry import QueueEntry
+from ..queue.errors import QueueCleared, QueueTimeout
+from ..queue.scheduler import Scheduler
+from ..records.observers import Recorder
+from ..records.record import Outcome, RequestRecord
+from .forwarding import Rewrite, body_for
+from .route import RouteSpec
+
+log = logging.getLogger("seadragon_gw.requests")
+
+Body = bytes | AsyncIterator[bytes] | None
+
+
+def outcome_of(error: BaseException) -> Outcome:
+    """How a request ended, from the error that ended it."""
+    if isinstance(error, QueueTimeout):
+        return "queue_timeout"
+    if isinstance(error, QueueCleared):
+        return "cleared"
+    if isinstance(error, UpstreamError):
+        return "upstream_error"
+    return "rejected"
+
+
+@dataclass(eq=False)
+class Exchange:
+    """One admitted request on its way through the lifecycle."""
+
+    service: RequestService
+    record: RequestRecord
+    spec: RouteSpec
+    principal: Principal
+    model: str | None
+    entry: QueueEntry | None
+    backend: Backend | None
+    position: int
+    deadline: float
+    rewrite: Rewrite | None = None
+    _released: bool = field(default=False, init=False)
+
+    @property
+    def leased(self) -> bool:
+        return self.backend is not None
+
+    async def wait(self, step: float | None = None) -> bool:
+        """Wait for the slot: True once leased, False after `step` seconds without it (so
+        the caller can send a keepalive), QueueTimeout at the deadline, or the error the
+        request was rejected with (queue cleared, shutting down)."""
+        if self.backend is not None:
+            return True
+        assert self.entry is not None
+        granted = self.entry.granted
+        if not granted.done():
+            remaining = self.deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise self._timeout()
+            try:
+                await asyncio.wait_for(asyncio.shield(granted), min(remaining, step or remaining))
+            except TimeoutError:
+                if not granted.done():
+                    if asyncio.get_running_loop().time() >= self.deadline:
+                        raise self._timeout() from None
+                    return False
+        self.backend = granted.result()
+        self.record.granted_at = self.service.recorder.clock()
+        return True
+
+    async def open(self, method: str, path: str, headers: list[tuple[str, str]], body: Body,
+                   payload: dict[str, Any] | None = None) -> UpstreamResponse:
+        """Send the request to the leased backend and return once its headers are in. A
+        connection failure marks the backend down at once; an answer from a backend marked
+        down marks it up (passive health)."""
+        backend = self.backend
+        assert backend is not None, "open() before the slot was leased"
+        self.record.backend = backend.name
+        if isinstance(body, bytes) or body is None:
+            body, self.rewrite = body_for(backend, body, payload)
+        registry = self.service.registry
+        try:
+            response = await backend.upstream.open(method, path, headers, body)
+        except BackendUnreachable as exc:
+            registry.report_unreachable(backend, exc.message)
+            raise
+        registry.report_answered(backend)
+        return response
+
+    def release(self, outcome: Outcome, status: int, error: str | None = None) -> None:
+        """Give the slot back (or leave the queue) and finish the record: the one place."""
+        if self._released:
+            return
+        self._released = True
+        if self.entry is not None:
+            self.service.scheduler.release(self.entry)
+        if self.spec.changes_models and self.backend is not None:
+            self.service.registry.refresh_soon(self.backend)
+        self.service.recorder.finish(self.record, outcome, status, error)
+
+    def _timeout(self) -> QueueTimeout:
+        timeout = self.service.config.timeout_s
+        return QueueTimeout(f"timed out after {timeout:g}s waiting in the queue for model '{self.model}'")
+
+
+class RequestService:
+    def __init__(self, registry: Registry, scheduler: Scheduler, recorder: Recorder,
+                 config: QueueConfig) -> None:
+        self.registry = registry
+        self.scheduler = scheduler
+        self.recorder = recorder
+        self.config = config
+        self._refusal: GatewayError | None = None
+
+    def refuse_new(self, error: GatewayError) -> None:
+        """From now on, admit nothing (shutdown): every new request gets `error`."""
+        self._refusal = error
+
+    def admit(self, record: RequestRecord, principal: Principal, spec: RouteSpec,
+              payload: dict[str, Any] | None, stream: bool = False) -> Exchange:
+        """Check the request, find its backend or queue, and enter the queue (inference).
+        Raises for anything refused: bad model field, model not allowed, not found, queue
+        full, shutting down."""
+        record.credential_kind, record.credential_name = principal.kind, principal.name
+        record.client_id, record.priority, record.stream = principal.client, principal.priority, stream
+        if self._refusal is not None:
+            raise self._refusal
+        name = self._model_name(spec, payload)
+        record.model = name
+        self._check_model_fields(spec, payload, principal)
+        loop_time = asyncio.get_running_loop().time()
+        deadline = loop_time + self.config.timeout_s
+        key, backend = self._route(spec, principal, name)
+        if backend is not None or not spec.queued:
+            return Exchange(self, record, spec, principal, name, None, backend, 0, deadline)
+        record.queued_at = self.recorder.clock()
+        entry, position = self.scheduler.submit(key, principal.priority, record)
+        exchange = Exchange(self, record, spec, principal, name, entry, None, position, deadline)
+        if position == 0:
+            exchange.backend = entry.backend
+            record.granted_at = record.queued_at
+        return exchange
+
+    def reject(self, record: RequestRecord, error: BaseException, status: int) -> None:
+        """Finish the record of a request refused before it was admitted."""
+        message = error.message if isinstance(error, GatewayError) else None
+        self.recorder.finish(record, outcome_of(error), status, message)
+
+    # -- routing ------------------------------------------------------------------------
+    @staticmethod
+    def _model_name(spec: RouteSpec, payload: dict[str, Any] | None) -> str | None:
+        field_name = spec.model_field
+        if field_name is None or payload is None:
+            return None
+        name = payload.get(field_name)
+        if name is None and field_name == "model":
+            name = payload.get("name")  # older Ollama clients send `name`
+        if name is None:
+            raise InvalidInput(f"{field_name} is required")
+        if not isinstance(name, str):
+            raise InvalidInput(f"{field_name} must be a string")
+        if not name.strip():
+            raise InvalidInput(f"{field_name} is required")
+        return name
+
+    @staticmethod
+    def _check_model_fields(spec: RouteSpec, payload: dict[str, Any] | None, principal: Principal) -> None:
+        """Copy's `destination` and create's `from` name models too: a model-restricted key
+        may only touch models it is allowed."""
+        if payload is None:
+            return
+        for field_name in spec.model_fields:
+            value = payload.get(field_name)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidInput(f"{field_name} must be a non-empty string")
+            if not principal.may_use(model_key(value)):
+                raise NotPermitted(f"this credential may not use model '{value}'")
+
+    def _route(self, spec: RouteSpec, principal: Principal, name: str | None) -> tuple[QueueKey, Backend | None]:
+        """The queue (inference) or the backend (everything else) for a request."""
+        kind = "ollama" if spec.native else None
+        if name is None:
+            return ("", kind), self.any_backend(kind)
+        key: QueueKey = (model_key(name), kind)
+        if not principal.may_use(key[0]):
+            raise NotPermitted(f"this credential may not use model '{name}'")
+        backends = [b for b in self.registry.serving(key) if b.may_try]
+        if not backends and not spec.model_must_exist:
+            return key, self.any_backend(kind)
+        if not backends:
+            raise self._no_backend(key, name, kind)
+        if spec.queued:
+            return key, None
+        return key, min(backends, key=Backend.load_rank)
+
+    def _no_backend(self, key: QueueKey, name: str, kind: str | None) -> GatewayError:
+        serving = self.registry.serving(key)
+        if serving:  # it has the model but takes no work now (draining)
+            return Unavailable(f"every backend serving model '{name}' is draining; try again shortly",
+                               retry_after_s=self.config.retry_after_s)
+        if kind == "ollama" and self.registry.serving((key[0], None)):
+            return NotFound(f"model '{name}' not found on any Ollama backend; use the /v1 API")
+        silent = self.registry.undiscovered(kind)
+        if silent:
+            return Unavailable(silent[0].lifecycle.reason, retry_after_s=self.config.retry_after_s)
+        return NotFound(f"model '{name}' not found")
+
+    def any_backend(self, kind: str | None) -> Backend:
+        options = [b for b in self.registry.backends if kind in (None, b.kind) and b.may_try]
+        if not options:
+            raise NotFound("no backend can serve this route")
+        return min(options, key=lambda b: not b.healthy)

@@ -1,0 +1,61 @@
+"""What happened to one request, from arrival to its last byte.
+
+A `RequestRecord` is created when a request arrives, filled in as it moves through the
+lifecycle, and finished exactly once (`Recorder.finish`), which publishes it to observers:
+metrics, the usage log and rate limiting hang on that one event.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+Outcome = Literal["ok", "client_gone", "queue_timeout", "rejected", "upstream_error", "cleared"]
+
+_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def request_id_from(header: bytes | None) -> str:
+    """The client's `X-Request-ID` when it is a sane token (so it can be logged and echoed
+    safely), else a fresh random one."""
+    if header is not None:
+        text = header.decode("latin-1").strip()
+        if _SANE_ID.fullmatch(text):
+            return text
+    return secrets.token_hex(12)
+
+
+@dataclass(slots=True, eq=False)
+class RequestRecord:
+    """Times are on the recorder's wall clock (seconds since the epoch)."""
+
+    request_id: str
+    method: str
+    route: str
+    received_at: float
+    credential_kind: str | None = None
+    credential_name: str | None = None
+    client_id: str | None = None
+    model: str | None = None
+    priority: float | None = None
+    effective_priority: float | None = None
+    stream: bool = False
+    queued_at: float | None = None
+    granted_at: float | None = None
+    first_byte_at: float | None = None
+    finished_at: float | None = None
+    status: int = 0
+    bytes_out: int = 0
+    outcome: Outcome | None = None
+    error: str | None = None
+    backend: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @property
+    def queue_wait_s(self) -> float | None:
+        if self.queued_at is None or self.granted_at is None:
+            return None
+        return self.granted_at - self.queued_at
