@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,6 +15,8 @@ from seadragon_gw.gateway import Clocks, Gateway
 from seadragon_gw.config import GatewayConfig, parse_config
 from tests.support.fakebackend import FakeBackend
 from tests.support.server import ThreadedServer
+
+T = TypeVar("T")
 
 TOKENS = {
     "alice": "tok-alice",
@@ -52,7 +54,27 @@ class RunningGateway:
 
     @property
     def gateway(self) -> Gateway:
-        return self.app.state.gateway
+        """The gateway object; read its state only through `on_loop`."""
+        gateway = self.app.state.gateway
+        assert isinstance(gateway, Gateway)
+        return gateway
+
+    def on_loop(self, fn: Callable[[Gateway], T]) -> T:
+        """`fn(gateway)` run on the server's event loop: the gateway's state belongs to that
+        loop, so tests read and change it there, never from the test thread."""
+
+        async def run() -> T:
+            return fn(self.gateway)
+
+        return self.server.call(run)
+
+    def await_on_loop(self, fn: Callable[[Gateway], Awaitable[T]], timeout: float = 10) -> T:
+        """`await fn(gateway)` on the server's event loop."""
+
+        async def run() -> T:
+            return await fn(self.gateway)
+
+        return self.server.call(run, timeout=timeout)
 
 
 @dataclass
@@ -83,7 +105,7 @@ class GatewayFactory:
         tokens_path.write_text(json.dumps(TOKENS if tokens is None else tokens))
         config = config or self.config(backends or [], **sections)
         app = create_app(config, Clocks(monotonic=clock) if clock else None)
-        server = ThreadedServer(app, proxy_headers=False).start()  # as `seadragon-gw serve` runs
+        server = ThreadedServer(app, server=config.server).start()  # as `seadragon-gw serve` runs
         self.started.append(server)
         return RunningGateway(server, app, config, tokens_path)
 

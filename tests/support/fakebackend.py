@@ -50,6 +50,7 @@ class FakeBackend:
         chunks: int = 3,
         version: str = "0.12.6",
         kind: str = "ollama",
+        port: int = 0,
     ) -> None:
         self.api = FakeApi(models, chunks, version, kind)
         self.requests: list[Recorded] = []
@@ -62,7 +63,7 @@ class FakeBackend:
         self._holding = False
         self._hold_mid = False
         self._release = asyncio.Event()
-        self._server = ThreadedServer(self._asgi)
+        self._server = ThreadedServer(self._asgi, port=port)
 
     @property
     def kind(self) -> str:

@@ -104,6 +104,12 @@ class GatewayClient:
         sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + data)
         return sock
 
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.http.close()
         self._pool.shutdown(wait=False)
