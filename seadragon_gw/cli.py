@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from .cli_admin import add_admin_commands, run_store_command
 from .config import ConfigError, GatewayConfig, load_config
 from .store.bundle import Store
 from .store.errors import StoreError
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -43,20 +48,56 @@ async def _check_store(path: str) -> None:
 
 
 def serve(config: GatewayConfig, args: argparse.Namespace) -> int:
-    import uvicorn
-
+    """Bind first (a busy port is one line and exit 2, before anything says ready), create a
+    first user's token on a fresh install, then serve and print where, once it listens."""
+    from . import banner, serving
     from .app import create_app
+    from .first_run import create_tokens_file
+    from .listen import ListenError, bind
+    from .server.options import uvicorn_options
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, host=host, port=port))
     logging.basicConfig(level=config.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_check_store(config.resolve_path(config.database)))
-    app = create_app(config)
-    uvicorn.run(app, host=host, port=port, log_level=config.server.log_level,
-                access_log=config.server.access_log, proxy_headers=False, server_header=False,
-                timeout_graceful_shutdown=config.server.shutdown_grace_s)
+    try:
+        sock = bind(host, port)
+    except ListenError as exc:
+        where = config_path(args)
+        print(banner.port_in_use(host, port, where) if exc.in_use else
+              banner.cannot_listen(host, port, exc.reason, where), file=sys.stderr)
+        return 2
+    with sock:
+        asyncio.run(_check_store(config.resolve_path(config.database)))
+        tokens_path = config.resolve_path(config.auth.tokens_file) if config.auth.tokens_file else None
+        first = create_tokens_file(tokens_path) if tokens_path else None
+        app = create_app(config)
+        url = banner.base_url(host, int(sock.getsockname()[1]))
+
+        def announce() -> None:
+            text = banner.listening(url, host)
+            if first is not None and tokens_path is not None:
+                model, kind = _first_model(app)
+                text += banner.first_user(banner.shown_path(tokens_path), first.name, url, first.token, model, kind)
+            print(text, flush=True)  # the console, never the log: it may carry the new token
+
+        serving.run(app, uvicorn_options(config.server), sock, announce)
     return 0
+
+
+def config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("SEADRAGON_CONFIG") or DEFAULT_CONFIG)
+
+
+def _first_model(app: Any) -> tuple[str | None, str]:
+    """(a model some backend listed, that backend's kind), for a first request that works."""
+    gateway: Gateway = app.state.gateway
+    for backend in gateway.registry.backends:
+        for name in backend.models:
+            return name, backend.kind
+    backends = gateway.registry.backends
+    return None, backends[0].kind if backends else "ollama"
 
 
 def main(argv: list[str] | None = None) -> int:
