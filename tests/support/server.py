@@ -12,9 +12,12 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import uvicorn
+
+from seadragon_gw.config import ServerConfig
+from seadragon_gw.server import uvicorn_options
 
 T = TypeVar("T")
 
@@ -34,20 +37,21 @@ class ThreadedServer:
 
     Port 0 is the default: the kernel picks the port at bind time, so parallel
     servers never race for one, and the real port is read back after startup.
+
+    With `server` (the gateway's `ServerConfig`) uvicorn runs as `seadragon-gw serve` runs it:
+    `seadragon_gw.server.uvicorn_options` (the gateway's HTTP protocol, its head limits,
+    deadlines and connection cap, keep-alive, access log, log level, shutdown grace); only host
+    and port stay the test's. Without it (fake backends) plain uvicorn serves the app.
+    `uvicorn_kwargs` override either.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_kwargs: Any) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
+                 server: ServerConfig | None = None, **uvicorn_kwargs: Any) -> None:
         self.app = app
         self.host = host
         self._requested_port = port
-        self._kwargs: dict[str, Any] = {
-            "loop": "asyncio",
-            "interface": "asgi3",
-            "lifespan": "on",
-            "log_level": "warning",
-            "timeout_graceful_shutdown": 2,
-            **uvicorn_kwargs,
-        }
+        self._server_config = server
+        self._overrides = uvicorn_kwargs
         self.port: int = port
         self.server: uvicorn.Server | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -62,11 +66,11 @@ class ThreadedServer:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and bool(self.server and self.server.started)
 
-    def start(self) -> ThreadedServer:
+    def start(self) -> Self:
         """Start serving; blocks until the socket accepts connections so tests never race startup."""
         if self._thread is not None:
             raise RuntimeError("server already started")
-        config = uvicorn.Config(self.app, host=self.host, port=self._requested_port, **self._kwargs)
+        config = uvicorn.Config(self.app, **self._uvicorn_kwargs())
         self.server = uvicorn.Server(config)
         self._error = None
         self._thread = threading.Thread(target=self._run, args=(config,), name=f"uvicorn-{id(self):x}", daemon=True)
@@ -83,6 +87,15 @@ class ThreadedServer:
         self.port = int(self.server.servers[0].sockets[0].getsockname()[1])
         return self
 
+    def _uvicorn_kwargs(self) -> dict[str, Any]:
+        """Built per start: the gateway protocol class holds one server's cap and sweep."""
+        kwargs: dict[str, Any] = {"loop": "asyncio", "interface": "asgi3", "lifespan": "on",
+                                  "log_level": "warning", "timeout_graceful_shutdown": 2}
+        if self._server_config is not None:
+            kwargs.update(uvicorn_options(self._server_config))
+        kwargs.update(self._overrides, host=self.host, port=self._requested_port)
+        return kwargs
+
     def _run(self, config: uvicorn.Config) -> None:
         """Thread body: a private loop so the server never shares one with the test or another server."""
         factory = config.get_loop_factory() or asyncio.new_event_loop
@@ -92,7 +105,7 @@ class ThreadedServer:
         try:
             assert self.server is not None
             loop.run_until_complete(self.server.serve())
-        except BaseException as exc:  # SystemExit on bind/lifespan failure must not kill the test run
+        except BaseException as exc:  # noqa: BLE001  # SystemExit on bind/lifespan failure must not kill the test run
             self._error = exc
         finally:
             try:
@@ -127,7 +140,7 @@ class ThreadedServer:
 
         return asyncio.run_coroutine_threadsafe(runner(), self.loop).result(timeout)
 
-    def __enter__(self) -> ThreadedServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -1,0 +1,210 @@
+"""uvicorn's httptools protocol with the edges an unauthenticated client must not get past.
+
+uvicorn with httptools bounds neither the request head (a 150 MB header field took 22 s of
+CPU in httptools' buffer growth and stalled the event loop) nor the time a client may take
+to send it, nor the number of connections. This subclass adds, at the byte level:
+
+- the head: its bytes are counted in `data_received` *before* httptools sees them, so parsing
+  stops at `max_head_bytes`; header fields are counted and sized as httptools reports them.
+  Past a limit: 431 `{"error": ...}` naming the limit, and the connection is closed.
+- deadlines: the head must be complete `header_timeout_s` after the connection opened (or,
+  on a kept-alive connection, after its first byte); a body may go silent for at most
+  `body_timeout_s`. Enforced by the server's `DeadlineSweep`, not by a timer per request.
+  Idle keep-alive connections are uvicorn's own `timeout_keep_alive`.
+- `max_connections`: one more connection is answered 503 and closed at once.
+- the access log goes through `RedactingAccessLogger`.
+
+Per request this adds integer compares and attribute stores only; see `data_received`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, ClassVar, cast
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from .answers import refusal
+from .cap import ConnectionCap
+from .limits import EdgeLimits
+from .redact import RedactingAccessLogger
+from .sweep import DeadlineSweep
+
+log = logging.getLogger("seadragon_gw.server")
+
+# What the sweep checks for a connection (`_wait`).
+_IDLE = 0  # between requests (uvicorn's keep-alive timer runs) or while the app answers
+_HEAD = 1  # the request head has begun (or the connection is new) and is not complete
+_BODY = 2  # the head is complete and the body is not
+
+
+class HeadLimitExceeded(Exception):
+    """Raised inside an httptools callback so that parsing stops at once."""
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """Use `protocol_class(limits)`: each server needs its own class (its cap and sweep)."""
+
+    limits: ClassVar[EdgeLimits]
+    cap: ClassVar[ConnectionCap]
+    sweep: ClassVar[DeadlineSweep]
+    access: ClassVar[RedactingAccessLogger]
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # RequestResponseCycle only calls `.info(...)` on it (the `access_log` flag was read above).
+        self.access_logger = cast(logging.Logger, self.access)
+        self._head_room = self.limits.max_head_bytes  # head bytes still allowed
+        self._wait = _HEAD
+        self._wait_since = 0  # sweep tick at which the current wait began
+        self._head_error: str | None = None
+        self._accepted = False
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            self.transport = transport
+            self.cap.refused()
+            transport.write(refusal(503, f"too many open connections (limit {self.limits.max_connections})"))
+            transport.close()
+            return
+        self._accepted = True
+        super().connection_made(transport)
+        self._wait_since = self.sweep.ticks
+        self.sweep.watch(self, self.loop)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._accepted:
+            return  # refused in connection_made: uvicorn never saw it
+        self.sweep.unwatch(self)
+        super().connection_lost(exc)
+        self.cap.closed(len(self.connections))
+
+    def handle_websocket_upgrade(self) -> None:
+        self.sweep.unwatch(self)  # the WebSocket protocol takes the transport over
+        super().handle_websocket_upgrade()
+
+    # -- bytes in -----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Count head bytes before httptools sees them; note body progress for the sweep.
+
+        Hot path (a head, or a body read): one or two integer compares and attribute stores.
+        Bytes of a pipelined head that follow a complete request in the same read are not
+        counted (that head's later reads are), so such a head may pass 64 KiB by one read.
+        """
+        if self._wait == _BODY:
+            self._wait_since = self.sweep.ticks
+        else:
+            if self._wait == _IDLE:
+                self._wait, self._wait_since = _HEAD, self.sweep.ticks
+            room = self._head_room
+            if len(data) > room:
+                self._receive_past_room(memoryview(data), room)
+                return
+            self._head_room = room - len(data)
+        self._feed(data)
+
+    def _receive_past_room(self, data: memoryview, room: int) -> None:
+        """`data` holds more than the head may still grow: feed what fits, then see whether the
+        head ended inside it (the rest is then its body or the next request)."""
+        self._head_room = 0
+        if not self._feed(data[:room]):
+            return
+        if self._wait == _HEAD and self._head_room == 0:
+            self._refuse_head(f"request head larger than {self.limits.max_head_bytes} bytes")
+            return
+        self.data_received(data[room:])
+
+    def _feed(self, data: bytes | memoryview) -> bool:
+        """uvicorn's `data_received`, plus the 431 answer; False when the connection is done."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        except httptools.HttpParserError:
+            if self._head_error is not None:
+                self._refuse_head(self._head_error)
+            else:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self.send_400_response(msg)
+            return False
+        return True
+
+    # -- parser callbacks ---------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self.limits
+        if len(self.headers) >= limits.max_header_fields:
+            raise self._head_limit(f"more than {limits.max_header_fields} header fields")
+        if len(name) + len(value) > limits.max_field_bytes:
+            shown = name[:64].decode("latin-1")
+            raise self._head_limit(f"header field {shown!r} larger than {limits.max_field_bytes} bytes")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._wait, self._wait_since = _BODY, self.sweep.ticks
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._wait = _IDLE
+        self._head_room = self.limits.max_head_bytes
+        super().on_message_complete()
+
+    # -- limits -------------------------------------------------------------------------------
+
+    def _head_limit(self, reason: str) -> HeadLimitExceeded:
+        self._head_error = reason
+        return HeadLimitExceeded(reason)
+
+    def _refuse_head(self, reason: str) -> None:
+        """431 and close. Nothing more is read: the rest of a 150 MB head is never parsed."""
+        log.debug("%s: request refused: %s", self._peer(), reason)
+        if self.cycle is None or self.cycle.response_complete:  # not inside another response
+            self.transport.write(refusal(431, reason))
+        self.transport.close()
+
+    def check_deadline(self, ticks: int) -> None:
+        """Called by the sweep each tick: close a connection whose head or body is late."""
+        wait = self._wait
+        if wait == _IDLE or self.transport.is_closing():
+            return
+        waited = ticks - self._wait_since
+        if wait == _HEAD:
+            if waited > self.sweep.header_ticks:
+                self._close_late("request head not complete within server.header_timeout_s")
+        elif self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+            self._wait_since = ticks  # the app has not asked for more: not the client's silence
+        elif waited > self.sweep.body_ticks:
+            self._close_late("request body silent for longer than server.body_timeout_s")
+
+    def _close_late(self, reason: str) -> None:
+        log.debug("%s: connection closed: %s", self._peer(), reason)
+        self.transport.close()  # the app, if it is reading the body, gets http.disconnect
+
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "client"
+
+
+def protocol_class(limits: EdgeLimits) -> type[GatewayHttpProtocol]:
+    """A `GatewayHttpProtocol` subclass bound to `limits`, with its own cap state and sweep:
+    pass it to uvicorn as `http=` (one per server)."""
+    namespace = {
+        "limits": limits,
+        "cap": ConnectionCap(limits.max_connections, limits.rearm_connections),
+        "sweep": DeadlineSweep(limits.header_timeout_s, limits.body_timeout_s),
+        "access": RedactingAccessLogger(logging.getLogger("uvicorn.access"), None),
+    }
+    return cast(type[GatewayHttpProtocol], type("GatewayHttpProtocol", (GatewayHttpProtocol,), namespace))

@@ -1,0 +1,52 @@
+"""One periodic sweep per server that closes connections past their head or body deadline.
+
+A timer per request would be an allocation on the hot path; instead the sweep advances an
+integer tick and each connection only stores the tick at which its current wait began (an
+attribute store per read). The sweep runs while the server has connections, every
+`tick_s`, so a deadline is enforced at most one tick late and never early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Protocol
+
+
+class Watched(Protocol):
+    def check_deadline(self, ticks: int) -> None:
+        """Close the connection if its current wait has lasted too many ticks."""
+
+
+class DeadlineSweep:
+    """The tick counter and sweep of one server; `GatewayHttpProtocol` registers with it."""
+
+    def __init__(self, header_timeout_s: float, body_timeout_s: float) -> None:
+        self.tick_s = min(header_timeout_s, body_timeout_s) / 8
+        self.header_ticks = math.ceil(header_timeout_s / self.tick_s)
+        self.body_ticks = math.ceil(body_timeout_s / self.tick_s)
+        self.ticks = 0
+        self._members: set[Watched] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def watch(self, connection: Watched, loop: asyncio.AbstractEventLoop) -> None:
+        """Sweep `connection` from now on; starts the sweep if it was idle."""
+        if loop is not self._loop:
+            if self._members:
+                raise RuntimeError("a protocol class serves one server: build one uvicorn_options() per server")
+            self._loop, self._handle = loop, None  # a server started again on a new loop
+        self._members.add(connection)
+        if self._handle is None:
+            self._handle = loop.call_later(self.tick_s, self._sweep, loop)
+
+    def unwatch(self, connection: Watched) -> None:
+        self._members.discard(connection)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop:
+            return  # the sweep of a server that has stopped
+        self.ticks += 1
+        for connection in list(self._members):  # a close may not shrink the set mid-loop, but stay safe
+            connection.check_deadline(self.ticks)
+        self._handle = loop.call_later(self.tick_s, self._sweep, loop) if self._members else None
