@@ -108,11 +108,12 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
 def parse_config(raw: Any) -> GatewayConfig:
     """Build a GatewayConfig from plain data, naming the first bad key."""
     config = _build(GatewayConfig, raw, "")
+    assert isinstance(config, GatewayConfig)
     _check_semantics(config)
     return config
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def _build(cls: type[Any], raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {_kind(raw)}")
     hints = typing.get_type_hints(cls)
@@ -132,7 +133,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, name: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, name + ".")
     if origin in (typing.Union, types.UnionType):
         return _coerce_union(typing.get_args(hint), value, name)
