@@ -68,6 +68,17 @@ class RunningGateway:
 
         return self.server.call(run)
 
+    def waiting(self, key: tuple[str, str | None] | None = None) -> int:
+        """Requests waiting in the gateway's queues (of one queue key, if given)."""
+        return self.on_loop(lambda g: g.scheduler.waiting(key))
+
+    def active(self) -> list[int]:
+        """Slots in use per backend."""
+        return self.on_loop(lambda g: [b.active for b in g.registry.backends])
+
+    def drained(self) -> bool:
+        return self.on_loop(lambda g: g.scheduler.waiting() == 0 and all(b.active == 0 for b in g.registry.backends))
+
     def await_on_loop(self, fn: Callable[[Gateway], Awaitable[T]], timeout: float = 10) -> T:
         """`await fn(gateway)` on the server's event loop."""
 

@@ -345,7 +345,7 @@ def test_embed_without_stream_field_is_not_a_stream(gw: RunningGateway, backend:
                                                                      "stream": False}, headers=ALICE, timeout=10)
         backend.wait_waiting(1)
         queued = pool.submit(httpx.post, gw.url + path, json=body, headers=ALICE, timeout=10)
-        poll(lambda: gw.gateway.scheduler.waiting() == 1, what="the embed request queued")
+        poll(lambda: gw.waiting() == 1, what="the embed request queued")
         backend.respond_status(400, {"error": "input too long"})
         backend.release()
         assert first.result(10).status_code == 400

@@ -53,9 +53,9 @@ def occupy(client: GatewayClient, backend: FakeBackend, path: str = NATIVE) -> F
 def enqueue(client: GatewayClient, gw: RunningGateway, path: str, body: dict,
             headers: dict[str, str] | None = None, **kwargs: Any) -> Future[httpx.Response]:
     """Send a request and return once the gateway really has it in a queue."""
-    before = gw.gateway.scheduler.waiting()
+    before = gw.waiting()
     future = client.submit(path, body, headers, **kwargs)
-    wait_until(lambda: gw.gateway.scheduler.waiting() == before + 1, f"{body} to be queued")
+    wait_until(lambda: gw.waiting() == before + 1, f"{body} to be queued")
     return future
 
 
@@ -72,7 +72,7 @@ def test_priority_order(fleet: Fleet) -> None:
     gw, client = fleet.get()
     first = occupy(client, fleet.backend)
     queued = [enqueue(client, gw, NATIVE, chat(user), as_user(user)) for user in ("carol", "bob", "alice")]
-    assert gw.gateway.scheduler.waiting() == 3
+    assert gw.waiting() == 3
     fleet.backend.release()
     ok(first, *queued)
     assert markers(fleet.backend) == ["first", "bob", "alice", "carol"]  # priorities 1, 2, 3
@@ -100,8 +100,8 @@ def test_latest_alias_shares_one_queue_and_echoes_name(fleet: Fleet) -> None:
     first = occupy(client, fleet.backend)
     bare = enqueue(client, gw, NATIVE, chat("bare", model="llama3"))
     tagged = enqueue(client, gw, NATIVE, chat("tagged", model="llama3:latest"))
-    assert gw.gateway.scheduler.waiting(("llama3:latest", "ollama")) == 2
-    assert list(gw.gateway.scheduler.queues) == [("llama3:latest", "ollama")]
+    assert gw.waiting(("llama3:latest", "ollama")) == 2
+    assert gw.on_loop(lambda g: list(g.scheduler.queues)) == [("llama3:latest", "ollama")]
     fleet.backend.release()
     _, bare_reply, tagged_reply = ok(first, bare, tagged)
     assert bare_reply.json()["model"] == "llama3"
@@ -118,8 +118,8 @@ def test_two_backends_share_load(gateways: GatewayFactory, backend: FakeBackend)
             calls = [client.submit(NATIVE, chat(f"req{i}")) for i in range(2)]
             backend.wait_waiting(1)
             other.wait_waiting(1)
-            assert [b.active for b in gw.gateway.registry.backends] == [1, 1]
-            assert gw.gateway.scheduler.waiting() == 0
+            assert gw.active() == [1, 1]
+            assert gw.waiting() == 0
             backend.release()
             other.release()
             ok(*calls)
@@ -156,7 +156,7 @@ def test_queue_timeout_non_stream_is_504(fleet: Fleet) -> None:
     assert late.status_code == 504
     message = late.json()["error"]
     assert "timed out" in message and "queue" in message and "llama3" in message
-    assert gw.gateway.scheduler.waiting() == 0
+    assert gw.waiting() == 0
     fleet.backend.release()
     ok(first)
     assert markers(fleet.backend) == ["first"]
@@ -170,7 +170,7 @@ def test_queue_timeout_stream_ends_with_inband_error(fleet: Fleet) -> None:
         lines = ndjson(response.iter_lines())
     assert len(lines) == 1 and set(lines[0]) == {"error"}
     assert "timed out" in lines[0]["error"] and "queue" in lines[0]["error"]
-    assert gw.gateway.scheduler.waiting() == 0
+    assert gw.waiting() == 0
     fleet.backend.release()
     ok(first)
     assert markers(fleet.backend) == ["first"]
@@ -186,7 +186,7 @@ def test_early_headers_arrive_while_backend_is_held(fleet: Fleet) -> None:
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/x-ndjson"
         assert response.headers["x-queue-position"] == "1"
-        assert gw.gateway.scheduler.waiting() == 1 and markers(fleet.backend) == ["first"]  # still queued
+        assert gw.waiting() == 1 and markers(fleet.backend) == ["first"]  # still queued
         fleet.backend.release()
         lines = ndjson(response.iter_lines())
     assert lines[-1]["done"] is True and not any(line["done"] for line in lines[:-1])
@@ -278,9 +278,9 @@ def test_disconnect_while_waiting_leaves_queue(fleet: Fleet, stream: bool) -> No
     gw, client = fleet.get()
     first = occupy(client, fleet.backend)
     sock = client.raw_post(NATIVE, chat("gone", stream=stream))
-    wait_until(lambda: gw.gateway.scheduler.waiting() == 1, "the raw request to be queued")
+    wait_until(lambda: gw.waiting() == 1, "the raw request to be queued")
     sock.close()
-    wait_until(lambda: gw.gateway.scheduler.waiting() == 0, "the abandoned request to leave the queue")
+    wait_until(lambda: gw.waiting() == 0, "the abandoned request to leave the queue")
     fleet.backend.release()
     ok(first)
     assert client.post(NATIVE, chat("after")).status_code == 200  # the slot was not leaked
@@ -293,8 +293,7 @@ def test_disconnect_mid_stream_frees_slot(fleet: Fleet) -> None:
     with client.stream(NATIVE, chat("first", stream=True)) as response:
         assert orjson.loads(next(response.iter_lines()))["done"] is False
     fleet.backend.wait_disconnects(1)  # the gateway closed its upstream request
-    slot = gw.gateway.registry.backends[0]
-    wait_until(lambda: slot.active == 0, "the slot to be freed")
+    wait_until(lambda: gw.active() == [0], "the slot to be freed")
     with client.stream(NATIVE, chat("second", stream=True)) as response:  # dispatched at once
         lines = response.iter_lines()
         assert orjson.loads(next(lines))["done"] is False

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -141,7 +140,7 @@ class Fleet:
     def settle(self) -> None:
         self.backend.reset()
         for _, gw, _ in self._running.values():
-            wait_until(partial(_drained, gw), "the gateway to drain after the test")
+            wait_until(gw.drained, "the gateway to drain after the test")
         self.backend.wait_idle()
         self.backend.reset()
 
@@ -149,11 +148,6 @@ class Fleet:
         for factory, _, client in self._running.values():
             client.close()
             factory.close()
-
-
-def _drained(gw: RunningGateway) -> bool:
-    gateway = gw.gateway
-    return gateway.scheduler.waiting() == 0 and all(b.active == 0 for b in gateway.registry.backends)
 
 
 def fleet_fixtures(headers: dict[str, str]) -> tuple[Any, Any]:
