@@ -43,7 +43,7 @@ def resolve_config(path: str | None) -> GatewayConfig:
 
 async def _check_store(path: str) -> None:
     """Open and migrate the database once before serving, so a bad file is one clear line."""
-    store = await Store.open(path)
+    store = await Store.open(path, watch_interval_s=None)  # the gateway reports problems itself
     await store.close()
 
 

@@ -82,6 +82,7 @@ class GatewayConfig:
     queue: QueueConfig = field(default_factory=QueueConfig)
     backends: list[BackendConfig] = field(default_factory=list)
     database: str = "seadragon.db"
+    database_check_s: float = 5.0  # how often the file is checked (deleted, made read-only)
     base_dir: str = "."
 
     def resolve_path(self, path: str) -> str:
@@ -189,6 +190,8 @@ def _check_semantics(config: GatewayConfig) -> None:
         raise ConfigError("queue.max_waiting: must be 0 or more")
     if config.queue.timeout_s <= 0:
         raise ConfigError("queue.timeout_s: must be positive")
+    if config.database_check_s <= 0:
+        raise ConfigError("database_check_s: must be positive")
     if config.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: must be at least 1024")
     for key in ("header_timeout_s", "body_timeout_s", "keepalive_s", "max_connections"):

@@ -13,6 +13,8 @@ from .settings import SettingsRepo
 from .users import UserRepo
 from .whitelist_repo import WhitelistRepo
 
+WATCH_INTERVAL_S = 5.0
+
 
 @dataclass
 class Store:
@@ -24,9 +26,15 @@ class Store:
     settings: SettingsRepo
 
     @classmethod
-    async def open(cls, path: str, clock: Callable[[], float] = time.time) -> Store:
-        """Open (creating and migrating as needed); raises StoreError with one clear line."""
-        db = await Database.open(path)
+    async def open(cls, path: str, clock: Callable[[], float] = time.time, *,
+                   watch_interval_s: float | None = WATCH_INTERVAL_S) -> Store:
+        """Open (creating and migrating as needed); raises StoreError with one clear line.
+
+        An unwritable file opens read-only (writes raise `ReadOnlyDatabase`); the file is
+        checked every `watch_interval_s` (config `database_check_s`; None: never, for a
+        short look) and a problem is logged once.
+        """
+        db = await Database.open(path, watch_interval_s=watch_interval_s)
         return cls(
             db=db,
             api_keys=ApiKeyRepo(db, clock),

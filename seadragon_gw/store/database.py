@@ -1,16 +1,27 @@
-"""The SQLite database: one aiosqlite connection, WAL mode, migrations on open.
+"""The SQLite database: one aiosqlite connection, rollback journal, migrations on open.
 
 One connection per process keeps SQLite's locking simple; writers are serialised by an
 asyncio lock and `BEGIN IMMEDIATE`, so a transaction takes the write lock up front and
 never fails half-way on a lock upgrade. Other processes (the CLI editing keys while the
 gateway runs) coordinate through SQLite's own locking and `busy_timeout`.
+
+The journal mode is DELETE, not WAL: WAL memory-maps a `-shm` file, and when that file turns
+immutable (`chattr +i gw.db*`) the next read, not only a write, kills the process with SIGBUS.
+The gateway's writes are few and batched, so WAL's concurrency buys nothing here.
+
+A database that cannot take writes (read-only file, folder or mount; immutable flag) still
+opens, read-only, and serves reads; every write then raises `ReadOnlyDatabase` (503) without
+reaching SQLite, and the log says so once (`file_watch.DatabaseFile`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,10 +31,14 @@ import aiosqlite
 
 from . import migrations
 from .errors import StoreError
+from .file_watch import DatabaseFile, unwritable_reason
 
 Params = Sequence[Any]
 
 BUSY_TIMEOUT_MS = 5000
+# SQLite's primary result codes that mean "this file does not take writes" (extended codes
+# carry them in the low byte): READONLY, and CANTOPEN when the journal cannot be created.
+_REFUSED_WRITE_CODES = (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
 
 # aiosqlite logs every statement with its parameters at DEBUG, and some parameters are secrets
 # (the generated JWT secret, password hashes): `log_level: debug` must not write them out.
@@ -69,29 +84,36 @@ class Transaction:
 class Database:
     """An open, migrated database. Create with `await Database.open(path)`."""
 
-    def __init__(self, path: str, conn: aiosqlite.Connection) -> None:
+    def __init__(self, path: str, conn: aiosqlite.Connection, file: DatabaseFile) -> None:
         self.path = path
+        self.file = file
         self._conn = conn
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str) -> Database:
-        """Open (creating if needed) and migrate; any failure is one `StoreError` line."""
-        try:
-            conn = await aiosqlite.connect(path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(_describe(path, exc)) from None
-        try:
-            await _prepare(conn)
-        except (sqlite3.Error, StoreError) as exc:
-            await _close_quietly(conn)
-            raise StoreError(_describe(path, exc)) from None
-        except BaseException:
-            await _close_quietly(conn)
-            raise
-        return cls(path, conn)
+    async def open(cls, path: str, *, watch_interval_s: float | None = None) -> Database:
+        """Open (creating if needed) and migrate; any failure is one `StoreError` line.
+
+        A file that exists but cannot be written opens read-only (its schema must be current).
+        With `watch_interval_s` the file is checked that often while open (deleted, made
+        read-only), and a problem is logged once at ERROR, also one present right now.
+        """
+        reason = unwritable_reason(path) if os.path.exists(path) else None
+        conn = await _open_writable(path) if reason is None else None
+        if conn is None:
+            reason = reason or "is read-only (SQLite refused a write)"
+            conn = await _open_read_only(path)
+        database = cls(path, conn, DatabaseFile(path, reason))
+        if watch_interval_s is not None:
+            database.file.start(watch_interval_s)
+        return database
+
+    @property
+    def read_only(self) -> bool:
+        return self.file.opened_read_only is not None
 
     async def close(self) -> None:
+        await self.file.stop()
         await self._conn.close()
 
     async def data_version(self) -> int:
@@ -110,12 +132,24 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """`async with db.transaction() as tx:` commits on success, rolls back on any error."""
+        """`async with db.transaction() as tx:` commits on success, rolls back on any error.
+
+        Raises `ReadOnlyDatabase` / `DatabaseGone` (503) before touching SQLite when the file
+        cannot take the write, and `ReadOnlyDatabase` when SQLite refuses it anyway.
+        """
         async with self._write_lock:
+            problem = self.file.check()
+            if problem is not None:
+                raise problem.error()
             try:
                 await _run(self._conn, "BEGIN IMMEDIATE")
                 yield Transaction(self._conn)
                 await _run(self._conn, "COMMIT")
+            except sqlite3.OperationalError as exc:
+                await _rollback(self._conn)
+                if exc.sqlite_errorcode & 0xFF in _REFUSED_WRITE_CODES:
+                    raise self.file.refused(f"refused a write ({exc})") from None
+                raise
             except BaseException:
                 await _rollback(self._conn)
                 raise
@@ -126,23 +160,81 @@ class Database:
             return await tx.execute(sql, params)
 
 
+async def _open_writable(path: str) -> aiosqlite.Connection | None:
+    """The normal connection, migrated; None when SQLite finds it cannot write the file."""
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(_describe(path, exc)) from None
+    try:
+        await _prepare(conn)
+    except sqlite3.OperationalError as exc:
+        await _close_quietly(conn)
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY and os.path.exists(path):
+            return None
+        raise StoreError(_describe(path, exc)) from None
+    except (sqlite3.Error, StoreError) as exc:
+        await _close_quietly(conn)
+        raise StoreError(_describe(path, exc)) from None
+    except BaseException:
+        await _close_quietly(conn)
+        raise
+    return conn
+
+
+async def _open_read_only(path: str) -> aiosqlite.Connection:
+    """`mode=ro` first; a WAL file from an older version in a read-only folder cannot create
+    its `-shm` that way, and opens with `immutable=1` (nothing can change it anyway)."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path))
+    failure: BaseException | None = None
+    for flags in ("mode=ro", "immutable=1"):
+        try:
+            conn = await aiosqlite.connect(f"{uri}?{flags}", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            failure = exc
+            continue
+        try:
+            await _prepare_read_only(conn)
+            return conn
+        except StoreError as exc:
+            await _close_quietly(conn)
+            raise StoreError(_describe(path, exc)) from None
+        except sqlite3.Error as exc:
+            await _close_quietly(conn)
+            failure = exc
+    raise StoreError(_describe(path, failure or StoreError("cannot be opened"))) from None
+
+
+async def _prepare_read_only(conn: aiosqlite.Connection) -> None:
+    conn.row_factory = aiosqlite.Row
+    await _run(conn, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await _run(conn, "PRAGMA foreign_keys = ON")
+    version, known = await migrations.schema_version(conn), len(migrations.MIGRATIONS)
+    if version > known:
+        raise StoreError(f"schema version {version} is newer than this program knows ({known})")
+    if version < known:
+        raise StoreError(f"read-only with schema version {version}, older than this program's "
+                         f"{known}: make it writable once so it can be upgraded")
+
+
 async def _prepare(conn: aiosqlite.Connection) -> None:
     conn.row_factory = aiosqlite.Row
     await _run(conn, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    rows = list(await conn.execute_fetchall("PRAGMA journal_mode = WAL"))
+    # An older WAL file converts on the first open that has it alone; with another
+    # connection still open (a CLI command) it stays WAL for now, which works too.
+    rows = list(await conn.execute_fetchall("PRAGMA journal_mode = DELETE"))
     mode = str(rows[0][0]).lower() if rows else ""
-    if mode not in ("wal", "memory"):
-        raise StoreError(f"cannot switch to WAL journal mode (got {mode or 'nothing'})")
+    if mode not in ("delete", "wal", "memory"):
+        raise StoreError(f"cannot use a rollback journal (journal mode is {mode or 'unknown'})")
     await _run(conn, "PRAGMA foreign_keys = ON")
     await migrations.apply(conn)
     await _check_writable(conn)
 
 
 async def _check_writable(conn: aiosqlite.Connection) -> None:
-    """Fail at start-up, not on the first login, if the file is read-only to us.
-
-    Re-writing user_version with its current value is a real write, rolled back at once.
-    """
+    """Find out at start-up, not on the first login, that SQLite cannot write the file
+    (`_open_writable` then opens it read-only). Re-writing user_version with its current
+    value is a real write, rolled back at once."""
     version = await migrations.schema_version(conn)
     try:
         await _run(conn, "BEGIN IMMEDIATE")
@@ -173,7 +265,5 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
 
 
 async def _close_quietly(conn: aiosqlite.Connection) -> None:
-    try:
+    with contextlib.suppress(sqlite3.Error):
         await conn.close()
-    except Exception:
-        pass

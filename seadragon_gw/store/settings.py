@@ -27,7 +27,11 @@ class SettingsRepo:
 
         Insert-if-absent then read back in one transaction: if two processes race on
         first start, both end up with the same secret and tokens stay valid across them.
+        A value that exists is read without a transaction, so a read-only database serves it.
         """
+        existing = await self.get(key)
+        if existing is not None:
+            return existing
         async with self._db.transaction() as tx:
             row = await tx.fetchone("SELECT value FROM settings WHERE key = ?", (key,))
             if row is not None:
