@@ -137,15 +137,14 @@ def test_queue_orders_real_requests_by_priority(real_gw: RunningGateway) -> None
         client_.completions.create(model=MODEL, prompt="Count:", max_tokens=tokens, extra_body={"ignore_eos": True})
 
     try:
-        scheduler = real_gw.gateway.scheduler
         first = threading.Thread(target=ask, args=("tok-alice", "long", 200))
         first.start()
-        _wait(lambda: real_gw.gateway.registry.backends[0].active == 1, "the long request to start")
+        _wait(lambda: real_gw.active() == [1], "the long request to start")
         threads = []
         for n, (token, name) in enumerate((("tok-carol", "p3"), ("tok-bob", "p1"), ("tok-alice", "p2")), 1):
             threads.append(threading.Thread(target=ask, args=(token, name, 4)))
             threads[-1].start()
-            _wait(lambda n=n: scheduler.waiting() == n, f"{n} queued")
+            _wait(lambda n=n: real_gw.waiting() == n, f"{n} queued")
         assert dispatched.clients == ["long"], "the long request ended before the others were queued"
         for t in (first, *threads):
             t.join(120)
@@ -171,7 +170,7 @@ def test_client_leaving_mid_stream_frees_the_slot(real_gw: RunningGateway) -> No
     with httpx.stream("POST", real_gw.url + "/v1/completions", headers=ALICE, json=body, timeout=60) as response:
         lines = response.iter_lines()
         assert next(line for line in lines if line.startswith("data: "))
-    _wait(lambda: real_gw.gateway.registry.backends[0].active == 0, "the slot to be freed")
+    _wait(lambda: real_gw.active() == [0], "the slot to be freed")
     reply = client(real_gw).completions.create(model=MODEL, prompt="Hi", max_tokens=4)
     assert reply.usage is not None and reply.usage.completion_tokens > 0
 
