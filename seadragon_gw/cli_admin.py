@@ -1,7 +1,9 @@
 """CLI commands on the configured database: admins, API keys, whitelist, registration tokens.
 
-They write straight to SQLite, also while the gateway runs: the gateway notices another
-process's commit through `PRAGMA data_version` within a few seconds.
+They call the same admin service as the HTTP admin API (one validation, one set of rules)
+and print its error messages. They write straight to SQLite, also while the gateway runs:
+the gateway notices another process's commit through `PRAGMA data_version` within
+`auth.credentials_poll_s`, and a login reads its user afresh.
 """
 
 from __future__ import annotations
@@ -10,24 +12,23 @@ import argparse
 import asyncio
 import getpass
 import sys
-import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from .auth.accounts import validate_username
-from .auth.passwords import PasswordHasher, validate_password
-from .api.errors import ApiError
+from .admin.service import CONSOLE, AdminService
+from .auth.hashing import BoundedHasher
+from .auth.passwords import PasswordHasher
 from .config import GatewayConfig
+from .errors import GatewayError
 from .store.bundle import Store
-from .store.errors import Ambiguous, AlreadyExists
 
-Command = Callable[[Store, argparse.Namespace], Awaitable[int]]
+Command = Callable[[AdminService, argparse.Namespace], Awaitable[int]]
 
 
 def add_admin_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser], None]) -> None:
     def command(parent: Any, name: str, fn: Command, help_: str) -> argparse.ArgumentParser:
-        parser = parent.add_parser(name, help=help_)
+        parser: argparse.ArgumentParser = parent.add_parser(name, help=help_)
         add_config(parser)
         parser.set_defaults(store_command=fn)
         return parser
@@ -68,14 +69,21 @@ def add_admin_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser],
 
 def run_store_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     async def main() -> int:
-        args.gateway_config = config
-        store = await Store.open(config.resolve_path(config.database))
+        store = await Store.open(config.resolve_path(config.database), watch_interval_s=None)
         try:
-            return int(await args.store_command(store, args))
+            service = AdminService(store, BoundedHasher(PasswordHasher(), slots=1),
+                                   whitelist_priority=config.auth.whitelist_priority, on_change=_nothing)
+            return int(await args.store_command(service, args))
+        except GatewayError as exc:
+            return _fail(exc.message)
         finally:
             await store.close()
 
     return asyncio.run(main())
+
+
+async def _nothing() -> None:
+    """A running gateway sees the CLI's commits by polling; there is no cache here."""
 
 
 def _fail(message: str) -> int:
@@ -86,7 +94,7 @@ def _fail(message: str) -> int:
 def _when(stamp: float | None) -> str:
     if stamp is None:
         return "-"
-    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -98,95 +106,80 @@ def _read_password(from_stdin: bool) -> str:
     return first
 
 
-async def admin_create(store: Store, args: argparse.Namespace) -> int:
+async def admin_create(admin: AdminService, args: argparse.Namespace) -> int:
     try:
-        username = validate_username(args.username)
         password = _read_password(args.password_stdin)
-    except (ApiError, ValueError) as exc:
-        return _fail(exc.message if isinstance(exc, ApiError) else str(exc))
-    if problem := validate_password(password):
-        return _fail(f"password: {problem}")
-    password_hash = await asyncio.to_thread(PasswordHasher().hash, password)
-    try:
-        await store.users.create(username, password_hash, is_admin=True)
-    except AlreadyExists:
-        return _fail(f"user '{username}' already exists")
-    print(f"admin '{username}' created")
+    except ValueError as exc:
+        return _fail(str(exc))
+    user = await admin.create_user({"username": args.username, "password": password, "is_admin": True}, CONSOLE)
+    print(f"admin '{user.username}' created")
     return 0
 
 
-async def keys_create(store: Store, args: argparse.Namespace) -> int:
-    expires = time.time() + args.expires_in_days * 86400 if args.expires_in_days else None
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    key, plaintext = await store.api_keys.create(
-        args.name, args.priority, expires_at=expires, allowed_models=models,
-        rate_limit_per_min=args.rate_limit, is_admin=args.admin)
+async def keys_create(admin: AdminService, args: argparse.Namespace) -> int:
+    fields: dict[str, object] = {"name": args.name, "priority": args.priority, "is_admin": args.admin}
+    if args.expires_in_days:
+        fields["expires_in_s"] = args.expires_in_days * 86400
+    if args.models is not None:
+        fields["allowed_models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.rate_limit is not None:
+        fields["rate_limit_per_min"] = args.rate_limit
+    created = await admin.create_key(fields, CONSOLE)
+    key = created.key
     print(f"API key {key.id} ({key.prefix}) for '{key.name}', priority {key.priority}.")
     print("Store it now; it is not shown again:")
-    print(plaintext)
+    print(created.plaintext)
     return 0
 
 
-async def keys_list(store: Store, args: argparse.Namespace) -> int:
+async def keys_list(admin: AdminService, args: argparse.Namespace) -> int:
     print(f"{'id':>4}  {'prefix':<14}{'name':<20}{'prio':>4}  {'active':<7}{'admin':<6}{'expires':<17}last used")
-    for k in await store.api_keys.list_all():
-        print(f"{k.id:>4}  {k.prefix:<14}{k.name[:19]:<20}{k.priority:>4}  {str(k.is_active):<7}"
-              f"{str(k.is_admin):<6}{_when(k.expires_at):<17}{_when(k.last_used)}")
+    for k in await admin.list_keys():
+        print(f"{k.id:>4}  {k.prefix:<14}{k.name[:19]:<20}{k.priority:>4}  {k.is_active!s:<7}"
+              f"{k.is_admin!s:<6}{_when(k.expires_at):<17}{_when(k.last_used)}")
     return 0
 
 
-async def keys_revoke(store: Store, args: argparse.Namespace) -> int:
-    try:
-        key = await store.api_keys.revoke(args.key)
-    except Ambiguous:
-        return _fail(f"'{args.key}' matches several keys; use the id")
-    if key is None:
-        return _fail(f"no API key '{args.key}'")
+async def keys_revoke(admin: AdminService, args: argparse.Namespace) -> int:
+    key = await admin.revoke_key(args.key, CONSOLE)
     print(f"revoked key {key.id} ({key.prefix})")
     return 0
 
 
-async def whitelist_add(store: Store, args: argparse.Namespace) -> int:
-    try:
-        priority = args.priority if args.priority is not None else args.gateway_config.auth.whitelist_priority
-        entry = await store.whitelist.add(args.ip, priority=priority, label=args.label)
-    except ValueError as exc:
-        return _fail(str(exc))
-    except AlreadyExists:
-        return _fail(f"{args.ip} is already whitelisted")
+async def whitelist_add(admin: AdminService, args: argparse.Namespace) -> int:
+    fields: dict[str, object] = {"ip": args.ip, "label": args.label}
+    if args.priority is not None:
+        fields["priority"] = args.priority
+    entry = await admin.add_whitelist(fields, CONSOLE)
     print(f"whitelisted {entry.network} (priority {entry.priority})")
     return 0
 
 
-async def whitelist_remove(store: Store, args: argparse.Namespace) -> int:
-    try:
-        removed = await store.whitelist.remove(args.ip)
-    except ValueError as exc:
-        return _fail(str(exc))
-    if not removed:
-        return _fail(f"{args.ip} is not whitelisted")
-    print(f"removed {args.ip}")
+async def whitelist_remove(admin: AdminService, args: argparse.Namespace) -> int:
+    print(f"removed {await admin.remove_whitelist(args.ip, CONSOLE)}")
     return 0
 
 
-async def whitelist_list(store: Store, args: argparse.Namespace) -> int:
-    for e in await store.whitelist.list_all():
+async def whitelist_list(admin: AdminService, args: argparse.Namespace) -> int:
+    for e in await admin.list_whitelist():
         print(f"{e.network:<40} priority {e.priority:<4} {e.label}")
     return 0
 
 
-async def tokens_create(store: Store, args: argparse.Namespace) -> int:
-    expires = time.time() + args.expires_in_hours * 3600 if args.expires_in_hours else None
-    token, plaintext = await store.registration_tokens.create(
-        is_admin=args.admin, expires_at=expires, note=args.note)
+async def tokens_create(admin: AdminService, args: argparse.Namespace) -> int:
+    fields: dict[str, object] = {"is_admin": args.admin, "note": args.note}
+    if args.expires_in_hours:
+        fields["expires_in_s"] = args.expires_in_hours * 3600
+    created = await admin.create_registration_token(fields, CONSOLE)
+    token = created.token
     print(f"registration token {token.id} ({'admin' if token.is_admin else 'user'}), "
           f"expires {_when(token.expires_at)}. It is shown once:")
-    print(plaintext)
+    print(created.plaintext)
     return 0
 
 
-async def tokens_list(store: Store, args: argparse.Namespace) -> int:
-    for t in await store.registration_tokens.list_all():
+async def tokens_list(admin: AdminService, args: argparse.Namespace) -> int:
+    for t in await admin.list_registration_tokens():
         state = f"used by {t.used_by}" if t.used_at else "unused"
         print(f"{t.id:>4}  {t.prefix:<14}{'admin' if t.is_admin else 'user':<6}"
               f"expires {_when(t.expires_at):<17}{state}  {t.note}")

@@ -48,6 +48,16 @@ class AuthConfig:
     jwt_refresh_ttl_s: int = 14 * 86400
     jwt_priority: int = 3
     whitelist_priority: int = 1
+    # Failed logins allowed per username and per client address within the window, then 429;
+    # password hashes computed at once (more get 503 at once instead of queueing threads).
+    login_max_failures: int = 5
+    login_window_s: float = 60.0
+    hash_concurrency: int = 2
+    # How often tokens.json is checked, the database polled for other processes' credential
+    # changes, and API keys' last-used times written.
+    tokens_check_s: float = 0.5
+    credentials_poll_s: float = 2.0
+    last_used_flush_s: float = 2.0
 
 
 @dataclass
@@ -197,6 +207,10 @@ def _check_semantics(config: GatewayConfig) -> None:
     for key in ("header_timeout_s", "body_timeout_s", "keepalive_s", "max_connections"):
         if getattr(config.server, key) <= 0:
             raise ConfigError(f"server.{key}: must be positive")
+    for key in ("login_max_failures", "login_window_s", "hash_concurrency", "tokens_check_s",
+                "credentials_poll_s", "last_used_flush_s"):
+        if getattr(config.auth, key) <= 0:
+            raise ConfigError(f"auth.{key}: must be positive")
 
 
 def _kind(value: Any) -> str:

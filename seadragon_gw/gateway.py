@@ -14,11 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .admin.service import AdminService
 from .auth.accounts import Accounts
 from .auth.authenticator import Authenticator
 from .auth.credentials import CredentialCache
+from .auth.hashing import BoundedHasher
 from .auth.jwt_tokens import JwtCodec
 from .auth.passwords import PasswordHasher
+from .auth.throttle import LoginThrottle
 from .auth.tokens_file import TokenFile
 from .backends.registry import Registry
 from .config import GatewayConfig
@@ -26,6 +29,7 @@ from .lifecycle.service import RequestService
 from .queue.scheduler import Scheduler
 from .records.observers import Recorder
 from .store.bundle import Store
+from .store.sessions import SessionRepo
 from .store.write_behind import LastUsedBatcher
 
 log = logging.getLogger("seadragon_gw")
@@ -53,6 +57,7 @@ class Gateway:
     auth: Authenticator
     accounts: Accounts
     last_used: LastUsedBatcher
+    admin: AdminService
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -76,18 +81,24 @@ class Gateway:
         scheduler = Scheduler(registry, config.queue, clock=clocks.monotonic)
         recorder = Recorder(clocks.wall)
         requests = RequestService(registry, scheduler, recorder, config.queue)
-        credentials = CredentialCache(store)
+        ac = config.auth
+        sessions = SessionRepo(store.db, clocks.wall)
+        credentials = CredentialCache(store, sessions, poll_s=ac.credentials_poll_s)
         await credentials.reload()
-        last_used = LastUsedBatcher(store.api_keys.touch_many)
-        secret = config.auth.jwt_secret or os.environ.get(JWT_SECRET_ENV) or \
+        last_used = LastUsedBatcher(store.api_keys.touch_many, interval_s=ac.last_used_flush_s)
+        secret = ac.jwt_secret or os.environ.get(JWT_SECRET_ENV) or \
             await store.settings.get_or_create_secret("jwt_secret", lambda: secrets.token_urlsafe(48))
-        jwt = JwtCodec(secret, config.auth.jwt_access_ttl_s, config.auth.jwt_refresh_ttl_s, clocks.wall)
-        tokens_path = config.resolve_path(config.auth.tokens_file) if config.auth.tokens_file else None
-        tokens = TokenFile(tokens_path, default_priority=config.auth.default_token_priority)
-        auth = Authenticator(config.auth, tokens, credentials, jwt, last_used, clock=clocks.wall)
-        accounts = Accounts(store, jwt, hasher, credentials.reload, clocks.wall)
+        jwt = JwtCodec(secret, ac.jwt_access_ttl_s, ac.jwt_refresh_ttl_s, clocks.wall)
+        tokens_path = config.resolve_path(ac.tokens_file) if ac.tokens_file else None
+        tokens = TokenFile(tokens_path, default_priority=ac.default_token_priority, check_interval_s=ac.tokens_check_s)
+        auth = Authenticator(ac, tokens, credentials, jwt, last_used, clock=clocks.wall)
+        passwords = BoundedHasher(hasher, ac.hash_concurrency)
+        throttle = LoginThrottle(ac.login_max_failures, ac.login_window_s, clocks.monotonic)
+        accounts = Accounts(store, sessions, jwt, passwords, throttle, credentials, clocks.wall)
+        admin = AdminService(store, passwords, whitelist_priority=ac.whitelist_priority,
+                             on_change=credentials.reload, clock=clocks.wall)
         return cls(config, clocks, store, registry, scheduler, recorder, requests, credentials, auth,
-                   accounts, last_used)
+                   accounts, last_used, admin)
 
     async def start(self) -> None:
         """Start the background work: credential polling, batching, health, dispatchers."""

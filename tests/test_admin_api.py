@@ -172,7 +172,8 @@ def test_registration_token_list_shows_who_used_it(env: Shared) -> None:
 
 
 def test_users_list_deactivate_and_activate(env: Shared) -> None:
-    jwt = new_user(env.url, env.admin, "uma")["access_token"]
+    pair = new_user(env.url, env.admin, "uma")
+    jwt = pair["access_token"]
     listed = next(u for u in env.admin.users() if u["username"] == "uma")
     assert listed["is_active"] is True and listed["is_admin"] is False and listed["last_login"] is not None
     assert not {"password", "password_hash"} & set(listed)
@@ -184,8 +185,14 @@ def test_users_list_deactivate_and_activate(env: Shared) -> None:
     assert login(env.url, "uma").status_code == 401
 
     assert env.admin.ok("POST", "/api/admin/users/uma/activate")["is_active"] is True
-    assert post_chat(env.url, bearer(jwt)).status_code == 200
-    assert login(env.url, "uma").status_code == 200
+    # Tokens issued before the deactivation stay dead; a new login works.
+    assert native_error(post_chat(env.url, bearer(jwt)), 401) == \
+        "unauthorized: token was issued before the user was deactivated"
+    refreshed = http.post(env.url + "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert native_error(refreshed, 401) == "unauthorized: user is unknown or deactivated"
+    fresh = login(env.url, "uma")
+    assert fresh.status_code == 200
+    assert post_chat(env.url, bearer(fresh.json()["access_token"])).status_code == 200
 
 
 def test_unknown_user_or_action_is_404(env: Shared) -> None:

@@ -11,12 +11,13 @@ import pytest
 
 from seadragon_gw.auth.jwt_tokens import JwtCodec, JwtError
 from seadragon_gw.auth.passwords import PasswordHasher, validate_password
-from seadragon_gw.auth.secrets_util import (
+from seadragon_gw.auth.whitelist import WhitelistMatcher
+from seadragon_gw.networks import parse_network
+from seadragon_gw.secret_tokens import (
     display_prefix,
     generate_secret,
     hash_secret,
 )
-from seadragon_gw.auth.whitelist import WhitelistMatcher, parse_network
 
 SECRET = "test-secret-" + "x" * 64
 

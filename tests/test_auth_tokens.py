@@ -137,13 +137,9 @@ def test_token_priority_reaches_the_queue(shared: SharedGateways, shared_gw: Run
         first = pool.submit(chat, "alice")
         backend.wait_waiting(1)
         queued = [pool.submit(chat, user) for user in ("carol", "bob")]
-        scheduler = gw.gateway.scheduler
-        poll(lambda: scheduler.waiting() == 2, what="two queued requests")
-
-        async def priorities() -> list[float]:
-            return sorted(e.priority for heap in scheduler.queues.values() for e in heap._heap if not e.cancelled)
-
-        assert gw.server.call(priorities) == [1, 3]  # bob 1, carol 3, from tokens.json
+        poll(lambda: gw.waiting() == 2, what="two queued requests")
+        priorities = gw.on_loop(lambda g: sorted(w.priority for w in g.scheduler.waiting_requests()))
+        assert priorities == [1, 3]  # bob 1, carol 3, from tokens.json
         backend.release()
         assert [f.result(10).status_code for f in (first, *queued)] == [200, 200, 200]
     order = [r.json["messages"][0]["content"] for r in backend.inference_requests()]

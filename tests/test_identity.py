@@ -211,9 +211,9 @@ class Queuer:
         self.backend.wait_waiting(1)
 
     def enqueue(self, marker: str, headers: dict[str, str] | None = None, source: str = "127.0.0.1") -> None:
-        before = self.gw.gateway.scheduler.waiting()
+        before = self.gw.waiting()
         self.sent.append(self.pool.submit(self._post, marker, headers, source))
-        wait_until(lambda: self.gw.gateway.scheduler.waiting() == before + 1, f"{marker} to be queued")
+        wait_until(lambda: self.gw.waiting() == before + 1, f"{marker} to be queued")
 
     def release_and_order(self) -> list[str]:
         self.backend.release()

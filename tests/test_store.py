@@ -23,6 +23,9 @@ from seadragon_gw.store import (
     WhitelistRepo,
 )
 from seadragon_gw.store.migrations import MIGRATIONS
+from seadragon_gw.store.registration_tokens import Refusal
+from seadragon_gw.store.sessions import Rotation, SessionRepo
+from seadragon_gw.store.users import LastActiveAdmin
 
 NOW = 1_700_000_000.0
 
@@ -63,8 +66,8 @@ async def test_migrations_set_user_version_and_are_idempotent(db_path: str) -> N
             "request_log"} <= tables
 
 
-async def test_wal_mode_and_pragmas(db: Database) -> None:
-    assert (await db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
+async def test_journal_mode_and_pragmas(db: Database) -> None:
+    assert (await db.fetchone("PRAGMA journal_mode"))[0] == "delete"  # type: ignore[index]
     assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
     assert (await db.fetchone("PRAGMA busy_timeout"))[0] == 5000  # type: ignore[index]
 
@@ -215,9 +218,8 @@ async def test_users_crud_and_persist(db: Database) -> None:
     assert await repo.count_admins() == 1
     await repo.record_login(alice.id, NOW + 5)
     assert await repo.update_password_hash(bob.id, "hash-b2")
-    assert (await repo.set_active("BOB", False)).is_active is False  # type: ignore[union-attr]
-    assert (await repo.set_active(alice.id, False)).is_active is False  # type: ignore[union-attr]
-    assert await repo.count_admins() == 0
+    off = await repo.set_active("BOB", False)
+    assert off is not None and off.is_active is False and off.token_generation == 1
     assert await repo.set_active("nobody", True) is None
     db = await reopen(db)
     try:
@@ -226,27 +228,41 @@ async def test_users_crud_and_persist(db: Database) -> None:
         assert got is not None and got.last_login == NOW + 5 and got.is_admin
         assert (await repo.get(bob.id)).password_hash == "hash-b2"  # type: ignore[union-attr]
         assert [u.username for u in await repo.list_all()] == ["Alice", "bob"]
-        assert (await repo.set_active(str(bob.id), True)).is_active  # type: ignore[union-attr]
+        back = await repo.set_active(str(bob.id), True)
+        assert back is not None and back.is_active and back.token_generation == 1  # stays bumped
     finally:
         await db.close()
+
+
+async def test_the_last_active_admin_cannot_be_deactivated(db: Database) -> None:
+    repo = UserRepo(db, clock=clock)
+    await repo.create("root", "h", is_admin=True)
+    await repo.create("plain", "h")
+    with pytest.raises(LastActiveAdmin, match="'root' is the last active admin"):
+        await repo.set_active("root", False)
+    await repo.create("second", "h", is_admin=True)
+    assert (await repo.set_active("root", False)).is_active is False  # type: ignore[union-attr]
+    with pytest.raises(LastActiveAdmin):
+        await repo.set_active("second", False)
+    assert await repo.count_admins() == 1
 
 
 # --- registration tokens --------------------------------------------------------------
 
 
-async def test_registration_token_consumed_once_and_persisted(db: Database) -> None:
+async def test_registration_token_redeemed_once_and_persisted(db: Database) -> None:
     repo = RegistrationTokenRepo(db, clock=clock)
     token, plaintext = await repo.create(is_admin=True, note="for carol")
     assert plaintext.startswith("sdr-") and token.prefix == plaintext[:12]
     db = await reopen(db)
     try:
         repo = RegistrationTokenRepo(db)
-        used = await repo.consume(plaintext, "carol", NOW)
-        assert used is not None and used.used_by == "carol" and used.is_admin
-        assert await repo.consume(plaintext, "mallory", NOW) is None
-        assert await repo.consume("sdr-unknown", "mallory", NOW) is None
+        made = await repo.redeem(plaintext, "carol", "hash", NOW)
+        assert made.user is not None and made.user.username == "carol" and made.user.is_admin
+        assert (await repo.redeem(plaintext, "mallory", "hash", NOW)).refusal is Refusal.USED
+        assert (await repo.redeem("sdr-unknown", "mallory", "hash", NOW)).refusal is Refusal.UNKNOWN
         [stored] = await repo.list_all()
-        assert stored.used_at == NOW and stored.note == "for carol"
+        assert stored.used_at == NOW and stored.used_by == "carol" and stored.note == "for carol"
     finally:
         await db.close()
 
@@ -254,23 +270,78 @@ async def test_registration_token_consumed_once_and_persisted(db: Database) -> N
 async def test_registration_token_expired_refused(db: Database) -> None:
     repo = RegistrationTokenRepo(db)
     _, plaintext = await repo.create(expires_at=NOW)
-    assert await repo.consume(plaintext, "late", NOW) is None
+    assert await repo.check(plaintext, NOW) is Refusal.EXPIRED
+    assert (await repo.redeem(plaintext, "late", "hash", NOW)).refusal is Refusal.EXPIRED
     _, plaintext = await repo.create(expires_at=NOW + 1)
-    assert await repo.consume(plaintext, "on-time", NOW) is not None
+    assert await repo.check(plaintext, NOW) is None
+    assert (await repo.redeem(plaintext, "on-time", "hash", NOW)).user is not None
 
 
-async def test_registration_token_concurrent_consume_has_one_winner(db: Database) -> None:
+async def test_registration_with_a_taken_name_leaves_the_token_unused(db: Database) -> None:
+    await UserRepo(db).create("Taken", "h")
+    repo = RegistrationTokenRepo(db)
+    _, plaintext = await repo.create()
+    with pytest.raises(AlreadyExists):
+        await repo.redeem(plaintext, "taken", "hash", NOW)
+    [stored] = await repo.list_all()
+    assert stored.used_at is None and stored.used_by is None
+    assert (await repo.redeem(plaintext, "fresh", "hash", NOW)).user is not None
+
+
+async def test_bootstrap_token_stops_working_once_an_admin_exists(db: Database) -> None:
+    repo = RegistrationTokenRepo(db)
+    _, bootstrap = await repo.create(is_admin=True, is_bootstrap=True)
+    _, ordinary = await repo.create(is_admin=True)
+    assert await repo.check(bootstrap, NOW) is None
+    await UserRepo(db).create("made-elsewhere", "h", is_admin=True)
+    assert await repo.check(bootstrap, NOW) is Refusal.ADMIN_EXISTS
+    assert (await repo.redeem(bootstrap, "late", "hash", NOW)).refusal is Refusal.ADMIN_EXISTS
+    assert (await repo.redeem(ordinary, "second-admin", "hash", NOW)).user is not None
+
+
+async def test_registration_token_concurrent_redeem_has_one_winner(db: Database) -> None:
     other = await Database.open(db.path)
     try:
         _, plaintext = await RegistrationTokenRepo(db).create()
         repos = [RegistrationTokenRepo(db), RegistrationTokenRepo(other)]
         results = await asyncio.gather(
-            *(repos[i % 2].consume(plaintext, f"user{i}", NOW) for i in range(20))
+            *(repos[i % 2].redeem(plaintext, f"user{i}", "hash", NOW) for i in range(20))
         )
     finally:
         await other.close()
-    winners = [r for r in results if r is not None]
+    winners = [r for r in results if r.user is not None]
     assert len(winners) == 1
+    assert [u.username for u in await UserRepo(db).list_all()] == [winners[0].user.username]  # type: ignore[union-attr]
+
+
+# --- sessions -------------------------------------------------------------------------
+
+
+async def test_session_refresh_tokens_rotate_and_a_reuse_revokes_the_session(db: Database) -> None:
+    user = await UserRepo(db).create("sam", "h")
+    sessions = SessionRepo(db, clock=clock)
+    sid = await sessions.open(user.id, "jti-1", NOW + 100)
+    assert await sessions.session_of("jti-1") == sid
+    assert (await sessions.rotate(user.id, "jti-1", "jti-2", NOW + 200)).outcome is Rotation.ROTATED
+    assert (await sessions.rotate(user.id, "jti-2", "jti-3", NOW + 200)).outcome is Rotation.ROTATED
+    assert (await sessions.rotate(user.id + 1, "jti-3", "jti-x", NOW + 200)).outcome is Rotation.UNKNOWN
+    assert await sessions.revoked_ids() == frozenset()
+    reused = await sessions.rotate(user.id, "jti-1", "jti-4", NOW + 200)
+    assert (reused.outcome, reused.session_id) == (Rotation.REUSED, sid)
+    assert await sessions.revoked_ids() == {sid}
+    assert (await sessions.rotate(user.id, "jti-3", "jti-5", NOW + 200)).outcome is Rotation.REVOKED
+
+
+async def test_session_revoke_once_and_expired_sessions_are_dropped(db: Database) -> None:
+    user = await UserRepo(db).create("ola", "h")
+    sessions = SessionRepo(db, clock=clock)
+    old = await sessions.open(user.id, "old-1", NOW - 1)  # already over
+    live = await sessions.open(user.id, "live-1", NOW + 100)  # its open drops `old`
+    assert await sessions.session_of("old-1") is None
+    assert await sessions.revoke(live) is True
+    assert await sessions.revoke(live) is False
+    assert await sessions.revoke(old) is False
+    assert await sessions.revoked_ids() == {live}
 
 
 # --- settings -------------------------------------------------------------------------

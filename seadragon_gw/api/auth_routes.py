@@ -1,4 +1,8 @@
-"""Account routes for the web chat: register, password login (OAuth2 form), refresh."""
+"""Account routes for the web chat: register, password login (OAuth2 form), refresh, logout.
+
+Bodies are read within `MAX_ADMIN_BODY` before anything else happens; the accounts service
+does the rest (throttling, bounded hashing, rotation) and raises what went wrong.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +14,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..auth.accounts import Accounts
-from .asgi import authorize
+from ..auth.authenticator import bearer_token
+from ..errors import InvalidInput
+from .asgi import authorize, header_map
 from .context import gateway_of
-from .errors import ApiError
 from .responses import json_response
-from .validation import MAX_ADMIN_BODY, json_body
+from .validation import json_object, read_limited
+
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def _fields(request: Request) -> dict[str, Any]:
     """OAuth2 password form (`username=..&password=..`) or a JSON object."""
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        body = await request.body()
-        if len(body) > MAX_ADMIN_BODY:
-            raise ApiError(413, "request body too large")
+        body = await read_limited(request)
         return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-    return await json_body(request)
+    return await json_object(request)
 
 
 def _accounts(request: Request) -> Accounts:
@@ -44,19 +49,25 @@ async def token(request: Request) -> Response:
     if grant == "refresh_token":
         pair = await _accounts(request).refresh(data.get("refresh_token"))
     elif grant == "password":
-        username, password = data.get("username"), data.get("password")
-        if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
-            raise ApiError(400, "username and password are required")
-        pair = await _accounts(request).login(username, password)
+        gateway = gateway_of(request)
+        address = gateway.auth.addresses.resolve(request.scope, header_map(request.scope))
+        pair = await gateway.accounts.login(data.get("username"), data.get("password"), address)
     else:
-        raise ApiError(400, "grant_type: must be password or refresh_token")
-    return json_response(pair.as_json(), headers={"Cache-Control": "no-store"})
+        raise InvalidInput("grant_type: must be password or refresh_token")
+    return json_response(pair.as_json(), headers=NO_STORE)
 
 
 async def refresh(request: Request) -> Response:
     data = await _fields(request)
     pair = await _accounts(request).refresh(data.get("refresh_token"))
-    return json_response(pair.as_json(), headers={"Cache-Control": "no-store"})
+    return json_response(pair.as_json(), headers=NO_STORE)
+
+
+async def logout(request: Request) -> Response:
+    """Ends the session of the refresh token in the body, else of the Bearer access token."""
+    data = await _fields(request)
+    await _accounts(request).logout(data.get("refresh_token"), bearer_token(header_map(request.scope)))
+    return json_response({"logged_out": True}, headers=NO_STORE)
 
 
 async def me(request: Request) -> Response:
@@ -70,5 +81,6 @@ def auth_routes() -> list[Route]:
         Route("/auth/register", register, methods=["POST"]),
         Route("/auth/token", token, methods=["POST"]),
         Route("/auth/refresh", refresh, methods=["POST"]),
+        Route("/auth/logout", logout, methods=["POST"]),
         Route("/auth/me", me, methods=["GET"]),
     ]

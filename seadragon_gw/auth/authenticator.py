@@ -14,20 +14,20 @@ from typing import Literal
 
 from starlette.types import Scope
 
-from ..api.errors import ApiError
 from ..config import AuthConfig
+from ..errors import InvalidInput
 from ..model_names import model_key
+from ..secret_tokens import hash_secret
 from ..store.api_keys import ApiKey
 from ..store.write_behind import LastUsedBatcher
 from .client_ip import ClientAddress
 from .credentials import CredentialCache
-from .jwt_tokens import JwtCodec, JwtError
+from .errors import Forbidden, Unauthorized
+from .jwt_tokens import JwtCodec, JwtError, token_generation
 from .principal import ANONYMOUS, Principal
-from .secrets_util import hash_secret
 from .tokens_file import TokenFile
 
 Access = Literal["read", "user", "admin"]
-UNAUTHORIZED = "unauthorized: missing or invalid credentials"
 PRIORITY_LEVELS = {"high": 1, "normal": 2, "low": 3}
 
 
@@ -39,17 +39,12 @@ def bearer_token(headers: dict[bytes, bytes]) -> str | None:
         return None
     scheme, _, token = value.decode("latin-1").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("Authorization must be 'Bearer <token>'")
+        raise Unauthorized("Authorization must be 'Bearer <token>'")
     return token.strip()
 
 
-def _unauthorized(reason: str = "") -> ApiError:
-    message = f"unauthorized: {reason}" if reason else UNAUTHORIZED
-    return ApiError(401, message, {"WWW-Authenticate": "Bearer"})
-
-
 class Authenticator:
-    """`authenticate` returns the caller's Principal or raises 401/403 as an ApiError.
+    """`authenticate` returns the caller's Principal or raises `Unauthorized`/`Forbidden`.
 
     `read` routes (`/`, `/api/version`, `/api/tags`) admit anonymous callers when
     `auth.anonymous_read` is on: Cline's model picker and Roo's embedder send no header.
@@ -70,9 +65,9 @@ class Authenticator:
         if principal is None:
             if access == "read" and self.config.anonymous_read:
                 return ANONYMOUS
-            raise _unauthorized()
+            raise Unauthorized()
         if access == "admin" and not principal.is_admin:
-            raise ApiError(403, "forbidden: this route needs an admin credential")
+            raise Forbidden("forbidden: this route needs an admin credential")
         return _with_request_hints(principal, headers)
 
     def identify(self, scope: Scope, headers: dict[bytes, bytes]) -> Principal | None:
@@ -100,18 +95,28 @@ class Authenticator:
         now = self.clock()
         if record is None or not record.is_usable(now):
             reason = "API key expired" if record is not None and record.is_active else ""
-            raise _unauthorized(reason)
+            raise Unauthorized(reason)
         self.last_used.mark(record.id, now)
         return _key_principal(record)
 
     def _jwt(self, token: str) -> Principal:
+        """A JWT is good while its user is active, was not deactivated since it was issued
+        (token generation) and its session is not logged out. A user the snapshot does not
+        know yet (just made by the CLI) asks the cache for an early reload."""
         try:
             claims = self.jwt.decode(token, "access")
         except JwtError as exc:
-            raise _unauthorized(str(exc)) from None
-        user = self.cache.snapshot.users.get(str(claims["sub"]).lower())
+            raise Unauthorized(str(exc)) from None
+        snapshot = self.cache.snapshot
+        user = snapshot.users.get(str(claims["sub"]).lower())
+        if user is None:
+            self.cache.request_reload()
         if user is None or not user.is_active:
-            raise _unauthorized("user is unknown or deactivated")
+            raise Unauthorized("user is unknown or deactivated")
+        if token_generation(claims) != user.token_generation:
+            raise Unauthorized("token was issued before the user was deactivated")
+        if claims.get("sid") in snapshot.revoked_sessions:
+            raise Unauthorized("the session is logged out")
         return Principal(kind="jwt", name=user.username, priority=self.config.jwt_priority,
                          is_admin=user.is_admin)
 
@@ -129,12 +134,11 @@ def _with_request_hints(principal: Principal, headers: dict[bytes, bytes]) -> Pr
     client = headers.get(b"x-client-id")
     if level is None and client is None:
         return principal
-    changes: dict[str, object] = {}
+    priority = principal.priority
     if level is not None:
         wanted = PRIORITY_LEVELS.get(level.decode("latin-1").strip().lower())
         if wanted is None:
-            raise ApiError(400, "X-Priority must be high, normal or low")
-        changes["priority"] = max(wanted, principal.priority)
-    if client is not None:
-        changes["client"] = client.decode("latin-1").strip()[:128]
-    return dataclasses.replace(principal, **changes)
+            raise InvalidInput("X-Priority must be high, normal or low")
+        priority = max(wanted, principal.priority)
+    name = client.decode("latin-1").strip()[:128] if client is not None else principal.client
+    return dataclasses.replace(principal, priority=priority, client=name)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from starlette.types import Scope
 
-from .whitelist import parse_network
+from ..networks import parse_network
 
 
 class ClientAddress:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jwt
+
+if TYPE_CHECKING:
+    from jwt.types import Options
 
 TokenType = Literal["access", "refresh"]
 
@@ -21,6 +24,16 @@ ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "typ")
 RESERVED_CLAIMS = frozenset({"sub", "iat", "exp", "typ", "jti", "nbf"})
 TOKEN_TYPES: frozenset[str] = frozenset({"access", "refresh"})
+
+
+def new_token_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def token_generation(claims: dict[str, Any]) -> int | None:
+    """The `gen` claim (0 when absent: tokens made before generations existed), None if bad."""
+    gen = claims.get("gen", 0)
+    return gen if isinstance(gen, int) and not isinstance(gen, bool) else None
 
 
 class JwtError(Exception):
@@ -45,9 +58,11 @@ class JwtCodec:
         self._clock = clock
 
     def issue(
-        self, sub: str, token_type: TokenType, extra: dict[str, Any] | None = None
+        self, sub: str, token_type: TokenType, extra: dict[str, Any] | None = None,
+        jti: str | None = None,
     ) -> str:
-        """A signed token for `sub`; `extra` adds claims but may not override the standard ones."""
+        """A signed token for `sub`; `extra` adds claims but may not override the standard ones.
+        `jti` is the token's id when the caller records it (rotating refresh tokens)."""
         _check_type(token_type)
         extra = extra or {}
         clash = RESERVED_CLAIMS.intersection(extra)
@@ -61,7 +76,7 @@ class JwtCodec:
             "iat": now,
             "exp": now + ttl,
             "typ": token_type,
-            "jti": secrets.token_urlsafe(16),
+            "jti": jti or new_token_id(),
         }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
@@ -84,7 +99,7 @@ class JwtCodec:
             raise JwtError("unsupported token algorithm")
 
     def _verify_signature(self, token: str) -> dict[str, Any]:
-        options = {
+        options: Options = {
             "require": list(REQUIRED_CLAIMS),
             # Time claims are checked against our own clock in _check_claims.
             "verify_exp": False,

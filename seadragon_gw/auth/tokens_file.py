@@ -3,6 +3,9 @@
 Formats accepted: `{"user": "token"}` and `{"user": {"token": "...", "priority": 2, "admin": false}}`.
 Tokens are kept only as SHA-256 digests; a lookup hashes the presented token, finds the entry
 by digest and confirms with a constant-time compare, so no plaintext is held or compared.
+
+A file that does not parse, or gives two users the same token (which user would a request
+be?), is refused as a whole and the last good set stays; a deleted file revokes its tokens.
 """
 
 from __future__ import annotations
@@ -30,26 +33,55 @@ class TokenEntry:
 def parse_tokens(data: object, default_priority: int) -> dict[bytes, TokenEntry]:
     """Validate the decoded JSON; raise ValueError naming the bad entry (never the token)."""
     if not isinstance(data, dict):
-        raise ValueError("top level must be an object of user -> token")
+        raise ValueError("top level must be an object of user -> token")  # noqa: TRY004 - one error kind
     entries: dict[bytes, TokenEntry] = {}
     for user, spec in data.items():
-        if isinstance(spec, str):
-            spec = {"token": spec}
-        if not isinstance(spec, dict) or not isinstance(spec.get("token"), str) or not spec["token"]:
-            raise ValueError(f"entry {user!r}: expected a token string or an object with 'token'")
-        unknown = set(spec) - {"token", "priority", "admin"}
-        if unknown:
-            raise ValueError(f"entry {user!r}: unknown field(s) {', '.join(sorted(unknown))}")
-        priority = spec.get("priority", default_priority)
-        if not isinstance(priority, (int, float)) or isinstance(priority, bool):
-            raise ValueError(f"entry {user!r}: priority must be a number")
-        admin = spec.get("admin", False)
-        if not isinstance(admin, bool):
-            raise ValueError(f"entry {user!r}: admin must be true or false")
-        digest = hashlib.sha256(spec["token"].encode()).digest()
-        principal = Principal(kind="token", name=str(user), priority=priority, is_admin=admin)
-        entries[digest] = TokenEntry(digest, principal)
+        entry = _entry(str(user), spec, default_priority)
+        clash = entries.get(entry.digest)
+        if clash is not None:
+            raise ValueError(f"entries {clash.principal.name!r} and {user!r} have the same token")
+        entries[entry.digest] = entry
     return entries
+
+
+def _entry(user: str, spec: object, default_priority: int) -> TokenEntry:
+    if isinstance(spec, str):
+        spec = {"token": spec}
+    if not isinstance(spec, dict) or not isinstance(spec.get("token"), str) or not spec["token"]:
+        raise ValueError(f"entry {user!r}: expected a token string or an object with 'token'")
+    unknown = set(spec) - {"token", "priority", "admin"}
+    if unknown:
+        raise ValueError(f"entry {user!r}: unknown field(s) {', '.join(sorted(unknown))}")
+    priority = spec.get("priority", default_priority)
+    if not isinstance(priority, (int, float)) or isinstance(priority, bool):
+        raise ValueError(f"entry {user!r}: priority must be a number")  # noqa: TRY004 - one error kind
+    admin = spec.get("admin", False)
+    if not isinstance(admin, bool):
+        raise ValueError(f"entry {user!r}: admin must be true or false")  # noqa: TRY004 - one error kind
+    digest = hashlib.sha256(spec["token"].encode()).digest()
+    return TokenEntry(digest, Principal(kind="token", name=user, priority=priority, is_admin=admin))
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """`object_pairs_hook`: a user listed twice is an error, not "the last one wins"."""
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"user {key!r} is listed twice")
+        seen[key] = value
+    return seen
+
+
+def read_tokens(path: str, default_priority: int) -> dict[bytes, TokenEntry]:
+    """Parse the file; ValueError (or OSError) with a one-line reason, naming line and
+    column for a JSON syntax error."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    return parse_tokens(data, default_priority)
 
 
 class TokenFile:
@@ -67,7 +99,7 @@ class TokenFile:
         self.check_interval_s = check_interval_s
         self._clock = clock
         self._entries: dict[bytes, TokenEntry] = {}
-        self._mtime: float | None = None
+        self._mtime: int | None = None
         self._next_check = 0.0
         self.reload_if_changed(force=True)
 
@@ -83,25 +115,32 @@ class TokenFile:
         return entry.principal
 
     def reload_if_changed(self, force: bool = False) -> None:
-        """Reload on an mtime change; a broken file keeps the last good set and logs one error."""
+        """Reload on an mtime change; a broken file keeps the last good set and logs one error,
+        a missing one revokes every token with one warning."""
         if self.path is None:
             return
         try:
-            mtime = os.stat(self.path).st_mtime_ns
+            mtime: int | None = os.stat(self.path).st_mtime_ns
         except OSError:
             mtime = None
         if mtime == self._mtime and not force:
             return
         self._mtime = mtime
         if mtime is None:
-            log.error("tokens file %s: not found; keeping %d token(s)", self.path, len(self._entries))
+            self._missing()
             return
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                entries = parse_tokens(json.load(fh), self.default_priority)
+            entries = read_tokens(self.path, self.default_priority)
         except (OSError, ValueError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             log.error("tokens file %s: %s; keeping the last good set", self.path, reason)
             return
         self._entries = entries
         log.info("tokens file %s: loaded %d token(s)", self.path, len(entries))
+
+    def _missing(self) -> None:
+        revoked, self._entries = len(self._entries), {}
+        if revoked:
+            log.warning("tokens file %s: deleted; its %d token(s) no longer work", self.path, revoked)
+        else:
+            log.warning("tokens file %s: not found; no tokens from it", self.path)

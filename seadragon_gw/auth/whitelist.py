@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Generic, Protocol, TypeVar, Union
+from typing import Generic, Protocol, TypeVar
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+from ..networks import Network, parse_network
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class NetworkRule(Protocol):
@@ -29,23 +30,6 @@ class NetworkRule(Protocol):
 
 
 RuleT = TypeVar("RuleT", bound=NetworkRule)
-
-
-def parse_network(text: str) -> str:
-    """The canonical CIDR form of an IP or network (`10.1.2.3` -> `10.1.2.3/32`).
-
-    Host bits are allowed and dropped (`10.0.0.7/8` -> `10.0.0.0/8`); IPv4-mapped IPv6
-    networks become IPv4 so they match the same clients. Raises ValueError for garbage.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("empty network: expected an IP address or CIDR like 10.0.0.0/8")
-    try:
-        network = ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError:
-        raise ValueError(
-            f"not an IP address or CIDR network: {text!r} (expected e.g. 10.0.0.0/8)"
-        ) from None
-    return str(_unmap_network(network))
 
 
 class WhitelistMatcher(Generic[RuleT]):
@@ -104,13 +88,3 @@ def _enclosing(address: Address, prefixlen: int) -> Network:
     if isinstance(address, ipaddress.IPv4Address):
         return ipaddress.IPv4Network((address, prefixlen), strict=False)
     return ipaddress.IPv6Network((address, prefixlen), strict=False)
-
-
-def _unmap_network(network: Network) -> Network:
-    """`::ffff:10.0.0.0/104` -> `10.0.0.0/8`; anything else unchanged."""
-    if not isinstance(network, ipaddress.IPv6Network) or network.prefixlen < 96:
-        return network
-    mapped = network.network_address.ipv4_mapped
-    if mapped is None:
-        return network
-    return ipaddress.IPv4Network((mapped, network.prefixlen - 96))

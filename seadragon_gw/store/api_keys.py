@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from ..auth.secrets_util import (
+from ..secret_tokens import (
     DISPLAY_PREFIX_LEN,
     display_prefix,
     generate_secret,

@@ -80,7 +80,34 @@ CREATE TABLE request_log (
 CREATE INDEX request_log_ts ON request_log (ts);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# v2: accounts that can be logged out and cut off. `token_generation` is bumped when a user is
+# deactivated, so tokens issued before stay refused after reactivation; `is_bootstrap` marks
+# the console's one-time admin token (it stops working once any admin exists); a session is
+# one login, its refresh tokens rotate (each used once) and logout revokes the session.
+_V2 = """
+ALTER TABLE users ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registration_tokens ADD COLUMN is_bootstrap INTEGER NOT NULL DEFAULT 0;
+UPDATE registration_tokens SET is_bootstrap = 1 WHERE note = 'bootstrap admin' AND is_admin = 1;
+
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE INDEX sessions_expires ON sessions (expires_at);
+
+CREATE TABLE refresh_tokens (
+    jti TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    issued_at REAL NOT NULL,
+    used_at REAL
+);
+CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:

@@ -1,7 +1,9 @@
 """Web UI user accounts. Only argon2 hashes are stored (hashing lives in auth.passwords).
 
 Usernames are unique case-insensitively (`COLLATE NOCASE`), so `Alice` and `alice`
-cannot be two different accounts.
+cannot be two different accounts. `token_generation` grows each time a user is deactivated:
+tokens carry the generation they were issued in, so none issued before a deactivation works
+again after a reactivation.
 """
 
 from __future__ import annotations
@@ -10,11 +12,26 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from .database import Database, Transaction
-from .errors import AlreadyExists
+from ..errors import Conflict
+from .database import Database, Params, Transaction
+from .errors import AlreadyExists, StoreError
 
-_COLUMNS = "id, username, password_hash, is_admin, is_active, created_at, last_login"
+_COLUMNS = "id, username, password_hash, is_admin, is_active, created_at, last_login, token_generation"
+
+
+class Reader(Protocol):
+    """What read helpers need: a `Database` (outside a transaction) or a `Transaction`."""
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None: ...
+
+
+class LastActiveAdmin(StoreError, Conflict):
+    """Deactivating this user would leave no active admin to undo it."""
+
+    def __init__(self, username: str) -> None:
+        super().__init__(f"'{username}' is the last active admin; make another admin first")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +43,7 @@ class User:
     is_active: bool
     created_at: float
     last_login: float | None
+    token_generation: int = 0
 
 
 class UserRepo:
@@ -35,20 +53,8 @@ class UserRepo:
 
     async def create(self, username: str, password_hash: str, is_admin: bool = False) -> User:
         """A new active user; AlreadyExists if the name is taken (ignoring case)."""
-        try:
-            async with self._db.transaction() as tx:
-                result = await tx.execute(
-                    "INSERT INTO users (username, password_hash, is_admin, created_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (username, password_hash, int(is_admin), self._clock()),
-                )
-                row = await tx.fetchone(
-                    f"SELECT {_COLUMNS} FROM users WHERE id = ?", (result.lastrowid,)
-                )
-        except sqlite3.IntegrityError:
-            raise AlreadyExists(f"user {username!r} already exists") from None
-        assert row is not None
-        return _from_row(row)
+        async with self._db.transaction() as tx:
+            return await insert_user(tx, username, password_hash, is_admin, self._clock())
 
     async def get(self, user_id: int) -> User | None:
         row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,))
@@ -69,14 +75,21 @@ class UserRepo:
 
         A username wins over an id when a decimal string is both, since names are what
         operators type. Returns the updated user, or None if there is no such user.
+        Deactivating bumps the token generation (ending every token issued so far) and
+        raises `LastActiveAdmin` instead of leaving no active admin; both are decided in
+        the same transaction, so two concurrent deactivations cannot both pass.
         """
         async with self._db.transaction() as tx:
             row = await _find(tx, username_or_id)
             if row is None:
                 return None
-            await tx.execute(
-                "UPDATE users SET is_active = ? WHERE id = ?", (int(active), row["id"])
-            )
+            if not active and row["is_active"]:
+                await _refuse_last_admin(tx, row)
+                await tx.execute(
+                    "UPDATE users SET is_active = 0, token_generation = token_generation + 1 "
+                    "WHERE id = ?", (row["id"],))
+            elif active:
+                await tx.execute("UPDATE users SET is_active = 1 WHERE id = ?", (row["id"],))
             row = await tx.fetchone(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (row["id"],))
         assert row is not None
         return _from_row(row)
@@ -98,6 +111,36 @@ class UserRepo:
         return 0 if row is None else int(row[0])
 
 
+async def insert_user(tx: Transaction, username: str, password_hash: str, is_admin: bool,
+                      now: float) -> User:
+    """Insert inside the caller's transaction (registration also consumes its token in it);
+    AlreadyExists if the name is taken, which rolls the whole transaction back."""
+    try:
+        result = await tx.execute(
+            "INSERT INTO users (username, password_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
+            (username, password_hash, int(is_admin), now),
+        )
+    except sqlite3.IntegrityError:
+        raise AlreadyExists(f"user {username!r} already exists") from None
+    row = await tx.fetchone(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (result.lastrowid,))
+    assert row is not None
+    return _from_row(row)
+
+
+async def active_admin_exists(tx: Reader) -> bool:
+    row = await tx.fetchone("SELECT 1 FROM users WHERE is_admin = 1 AND is_active = 1 LIMIT 1")
+    return row is not None
+
+
+async def _refuse_last_admin(tx: Transaction, row: sqlite3.Row) -> None:
+    if not row["is_admin"]:
+        return
+    other = await tx.fetchone(
+        "SELECT 1 FROM users WHERE is_admin = 1 AND is_active = 1 AND id != ? LIMIT 1", (row["id"],))
+    if other is None:
+        raise LastActiveAdmin(row["username"])
+
+
 async def _find(tx: Transaction, username_or_id: str | int) -> sqlite3.Row | None:
     by_id = f"SELECT {_COLUMNS} FROM users WHERE id = ?"
     if isinstance(username_or_id, int):
@@ -117,4 +160,5 @@ def _from_row(row: sqlite3.Row) -> User:
         is_active=bool(row["is_active"]),
         created_at=row["created_at"],
         last_login=row["last_login"],
+        token_generation=row["token_generation"],
     )

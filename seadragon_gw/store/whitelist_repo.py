@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..auth.whitelist import parse_network
+from ..networks import parse_network
 from .database import Database
 from .errors import AlreadyExists
 
