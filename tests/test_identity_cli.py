@@ -18,7 +18,7 @@ from seadragon_gw.config import load_config
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.support.checks import poll
 from tests.support.fakebackend import FakeBackend
-from tests.support.identity import Admin, bearer, from_ip, http, login, post_chat, register, start
+from tests.support.identity import FAST_AUTH, Admin, bearer, from_ip, http, login, post_chat, register, start
 from tests.support.server import free_port
 
 BIN = Path(sys.executable).with_name("seadragon-gw")
@@ -33,7 +33,7 @@ def config(tmp_path: Path, backend: FakeBackend) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
         "database": "cli.db",
-        "auth": {"tokens_file": "tokens.json"},
+        "auth": {"tokens_file": "tokens.json", **FAST_AUTH},
         "backends": [{"name": "b0", "kind": "ollama", "url": backend.url, "max_concurrent": 1}],
     }))
     return path

@@ -20,6 +20,7 @@ import pytest
 from seadragon_gw.app import create_app
 from seadragon_gw.auth.passwords import PasswordHasher
 from seadragon_gw.config import GatewayConfig
+from seadragon_gw.gateway import Clocks
 from tests.conftest import ADMIN, TOKENS, GatewayFactory, RunningGateway
 from tests.support.fakebackend import FakeBackend
 from tests.support.gwclient import chat
@@ -30,20 +31,28 @@ PASSWORD = "correct horse battery"
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
+# Credential changes made by another process (the CLI) and last-used times show up within
+# these intervals; the tests wait on conditions, so small values only make them quick.
+FAST_AUTH = {"credentials_poll_s": 0.05, "last_used_flush_s": 0.05, "tokens_check_s": 0.02}
+
+
 def start(factory: GatewayFactory, backends: list[FakeBackend] | None = None, *,
           config: GatewayConfig | None = None, server: dict[str, Any] | None = None,
+          clocks: Clocks | None = None, hasher: PasswordHasher = FAST_HASHER,
           **sections: Any) -> RunningGateway:
-    """`GatewayFactory.start`, with a cheap password hasher and optional uvicorn settings.
+    """`GatewayFactory.start`, with a cheap password hasher, short polling intervals
+    (`FAST_AUTH`, under any `auth` given) and optional uvicorn overrides.
 
-    uvicorn runs with `proxy_headers=False`, as `seadragon-gw serve` runs it: uvicorn's default
-    would rewrite the client address from `X-Forwarded-For` sent by 127.0.0.1 before the gateway
-    sees the request, which is exactly the trust decision under test here.
+    uvicorn runs as `seadragon-gw serve` runs it (the gateway's protocol, `proxy_headers=False`:
+    uvicorn's default would rewrite the client address from `X-Forwarded-For` sent by 127.0.0.1
+    before the gateway sees the request, which is exactly the trust decision under test here).
     """
     tokens_path = factory.tmp_path / "tokens.json"
     tokens_path.write_text(json.dumps(TOKENS))
+    sections["auth"] = {**FAST_AUTH, **sections.get("auth", {})}
     config = config or factory.config(backends or [], **sections)
-    app = create_app(config, hasher=FAST_HASHER)
-    running = ThreadedServer(app, **{"proxy_headers": False, **(server or {})}).start()
+    app = create_app(config, clocks, hasher=hasher)
+    running = ThreadedServer(app, server=config.server, **(server or {})).start()
     factory.started.append(running)
     return RunningGateway(running, app, config, tokens_path)
 
