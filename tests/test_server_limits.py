@@ -23,7 +23,8 @@ import pytest
 
 from seadragon_gw.auth.secrets_util import DISPLAY_PREFIX_LEN
 from seadragon_gw.config import ConfigError, ServerConfig, parse_config
-from seadragon_gw.server import redact_target
+from seadragon_gw.server import EdgeLimits, redact_target
+from seadragon_gw.server.cap import ConnectionCap
 from tests.conftest import ADMIN, ALICE, GatewayFactory, RunningGateway
 from tests.support.fakebackend import FakeBackend
 from tests.support.gwclient import chat
@@ -407,6 +408,23 @@ def test_connections_beyond_the_cap_are_refused_with_one_warning(
         assert len(cap_warnings(records)) == 2  # the cap was left and reached again
         for sock in held:
             sock.close()
+
+
+def test_cap_warning_comes_again_only_after_the_count_fell_by_a_tenth(caplog: pytest.LogCaptureFixture) -> None:
+    """Under a flood held at the cap every close lets one connection in: no WARNING per turn."""
+    limits = EdgeLimits(max_connections=1000)
+    cap = ConnectionCap(limits.max_connections, limits.rearm_connections)
+    with caplog.at_level(logging.WARNING, "seadragon_gw.server"):
+        for _ in range(3):
+            cap.refused()
+        cap.closed(999)
+        cap.refused()
+        cap.closed(901)
+        cap.refused()
+        assert len(caplog.records) == 1
+        cap.closed(900)
+        cap.refused()
+        assert len(caplog.records) == 2
 
 
 # -- access log ---------------------------------------------------------------------------------

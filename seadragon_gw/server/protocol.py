@@ -53,6 +53,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     cap: ClassVar[ConnectionCap]
     sweep: ClassVar[DeadlineSweep]
     access: ClassVar[RedactingAccessLogger]
+    busy: ClassVar[bytes]  # the 503 for a connection past the cap, built once: it answers floods
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -71,7 +72,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if len(self.connections) >= self.limits.max_connections:
             self.transport = transport
             self.cap.refused()
-            transport.write(refusal(503, f"too many open connections (limit {self.limits.max_connections})"))
+            transport.write(self.busy)
             transport.close()
             return
         self._accepted = True
@@ -206,5 +207,6 @@ def protocol_class(limits: EdgeLimits) -> type[GatewayHttpProtocol]:
         "cap": ConnectionCap(limits.max_connections, limits.rearm_connections),
         "sweep": DeadlineSweep(limits.header_timeout_s, limits.body_timeout_s),
         "access": RedactingAccessLogger(logging.getLogger("uvicorn.access"), None),
+        "busy": refusal(503, f"too many open connections (limit {limits.max_connections})"),
     }
     return cast(type[GatewayHttpProtocol], type("GatewayHttpProtocol", (GatewayHttpProtocol,), namespace))

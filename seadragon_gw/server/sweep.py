@@ -47,6 +47,6 @@ class DeadlineSweep:
         if loop is not self._loop:
             return  # the sweep of a server that has stopped
         self.ticks += 1
-        for connection in list(self._members):  # a close may not shrink the set mid-loop, but stay safe
+        for connection in list(self._members):  # a copy: never iterate a set that callbacks change
             connection.check_deadline(self.ticks)
         self._handle = loop.call_later(self.tick_s, self._sweep, loop) if self._members else None
