@@ -151,7 +151,7 @@ def test_revoke_key_by_id_or_prefix(env: Shared, by: str) -> None:
     assert post_chat(env.url, {"X-API-Key": key["key"]}).status_code == 200
     revoked = env.admin.ok("DELETE", f"/api/admin/apikeys/{key[by]}")
     assert revoked["id"] == key["id"] and revoked["is_active"] is False and "key" not in revoked
-    assert next(k for k in env.admin.keys() if k["id"] == key["id"])["is_active"] is False
+    assert next(k for k in env.admin.api_keys() if k["id"] == key["id"])["is_active"] is False
     assert post_chat(env.url, {"X-API-Key": key["key"]}).status_code == 401
 
 
@@ -234,7 +234,7 @@ def test_everything_created_through_the_api_survives_a_restart(
     old_boot = next(t for t in after["tokens"]["tokens"] if t["note"] == "bootstrap admin")
     assert old_boot["expires_at"] <= time.time() and old_boot["used_at"] is None
     assert [t["note"] for t in after["tokens"]["tokens"][len(old_rows):]] == ["bootstrap admin"]
-    assert next(k for k in admin.keys() if k["id"] == key["id"])["last_used"] is not None
+    assert next(k for k in admin.api_keys() if k["id"] == key["id"])["last_used"] is not None
     assert post_chat(again.url, {"X-API-Key": key["key"]}).status_code == 200
     assert post_chat(again.url, {"X-API-Key": key["key"]}, model="qwen2.5:7b").status_code == 403
     assert post_chat(again.url, {"X-API-Key": gone["key"]}).status_code == 401

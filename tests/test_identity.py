@@ -85,7 +85,7 @@ def test_api_key_creation_returns_key_once_with_its_fields(env: Shared) -> None:
     assert len(created["prefix"]) < len(created["key"])
     assert (created["priority"], created["allowed_models"], created["rate_limit_per_min"]) == (4, ["llama3"], 30)
     assert created["is_active"] is True and created["is_admin"] is False and created["last_used"] is None
-    listed = next(k for k in env.admin.keys() if k["id"] == created["id"])
+    listed = next(k for k in env.admin.api_keys() if k["id"] == created["id"])
     assert "key" not in listed and listed["prefix"] == created["prefix"]
 
 
@@ -93,7 +93,7 @@ def test_api_key_last_used_is_recorded_after_use(env: Shared) -> None:
     key = env.admin.create_key("last-used")
     assert post_chat(env.url, {"X-API-Key": key["key"]}).status_code == 200
     # Batched (write-behind), so it lands within the flush interval, not synchronously.
-    wait_until(lambda: next(k for k in env.admin.keys() if k["id"] == key["id"])["last_used"] is not None,
+    wait_until(lambda: next(k for k in env.admin.api_keys() if k["id"] == key["id"])["last_used"] is not None,
                "last_used to be flushed", timeout=5)
 
 

@@ -230,7 +230,7 @@ def test_cli_store_commands_leave_admin_api_consistent(gateways: GatewayFactory,
     ok(cli(config, "keys", "create", "from-cli", "--priority", "7"))
     ok(cli(config, "whitelist", "add", "10.8.0.0/16", "--priority", "3", "--label", "vpn"))
     admin = Admin(gw.url)
-    key = next(k for k in admin.keys() if k["name"] == "from-cli")
+    key = next(k for k in admin.api_keys() if k["name"] == "from-cli")
     assert key["priority"] == 7 and key["is_active"] is True
     entry = next(e for e in admin.ok("GET", "/api/admin/whitelist")["whitelist"] if e["ip"] == "10.8.0.0/16")
     assert (entry["priority"], entry["label"]) == (3, "vpn")

@@ -95,24 +95,28 @@ class Admin:
 
     def create_key(self, name: str = "key", **fields: Any) -> dict[str, Any]:
         """The created key's JSON, plaintext `key` included."""
-        return self.ok("POST", "/api/admin/apikeys", {"name": name, **fields}, status=201)
+        created: dict[str, Any] = self.ok("POST", "/api/admin/apikeys", {"name": name, **fields}, status=201)
+        return created
 
     def whitelist(self, ip: str, **fields: Any) -> dict[str, Any]:
-        return self.ok("POST", "/api/admin/whitelist", {"ip": ip, **fields}, status=201)
+        entry: dict[str, Any] = self.ok("POST", "/api/admin/whitelist", {"ip": ip, **fields}, status=201)
+        return entry
 
     def registration_token(self, **fields: Any) -> str:
-        return self.ok("POST", "/api/admin/tokens", fields, status=201)["token"]
+        return str(self.ok("POST", "/api/admin/tokens", fields, status=201)["token"])
 
-    def keys(self) -> list[dict[str, Any]]:
-        return self.ok("GET", "/api/admin/apikeys")["apikeys"]
+    def api_keys(self) -> list[dict[str, Any]]:
+        keys: list[dict[str, Any]] = self.ok("GET", "/api/admin/apikeys")["apikeys"]
+        return keys
 
     def users(self) -> list[dict[str, Any]]:
-        return self.ok("GET", "/api/admin/users")["users"]
+        users: list[dict[str, Any]] = self.ok("GET", "/api/admin/users")["users"]
+        return users
 
 
 def snapshot(admin: Admin) -> dict[str, Any]:
     """Everything the admin API lists (minus last_used, which moves with use)."""
-    keys = [{k: v for k, v in key.items() if k != "last_used"} for key in admin.keys()]
+    keys = [{k: v for k, v in key.items() if k != "last_used"} for key in admin.api_keys()]
     return {"keys": keys, "whitelist": admin.ok("GET", "/api/admin/whitelist"),
             "tokens": admin.ok("GET", "/api/admin/tokens"), "users": admin.users()}
 
@@ -134,7 +138,8 @@ def new_user(gw_url: str, admin: Admin, username: str, *, is_admin: bool = False
     assert response.status_code == 201, response.text
     pair = login(gw_url, username, password)
     assert pair.status_code == 200, pair.text
-    return pair.json()
+    tokens: dict[str, Any] = pair.json()
+    return tokens
 
 
 @dataclass
