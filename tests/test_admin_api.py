@@ -3,6 +3,7 @@ validation errors that name the field, and everything surviving a restart."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -254,3 +255,49 @@ def test_revoke_refuses_a_full_key_in_the_url(env: Shared) -> None:
     assert "prefix" in native_error(response, 400)
     assert post_chat(env.url, {"X-API-Key": key["key"]}).status_code == 200
     assert env.admin.ok("DELETE", f"/api/admin/apikeys/{key['prefix']}")["is_active"] is False
+
+
+# ------------------------------------------------------------------ rules of the admin service
+
+NO_MODELS = "allowed_models: must name at least one model (leave it out for all models)"
+
+
+def test_an_empty_allowed_models_list_is_refused(env: Shared) -> None:
+    """`[]` used to mean "every model": one typo from "none" must not grant everything."""
+    before = snapshot(env.admin)
+    response = env.admin.request("POST", "/api/admin/apikeys", {"name": "nothing", "allowed_models": []})
+    assert native_error(response, 400) == NO_MODELS
+    assert snapshot(env.admin) == before
+
+
+def test_a_model_restricted_admin_key_grants_nothing_wider_than_its_models(env: Shared) -> None:
+    restricted = Admin(env.url, {"X-API-Key": env.admin.create_key(
+        "llama-admin", is_admin=True, allowed_models=["llama3"])["key"]})
+    before = snapshot(env.admin)
+    refusals = [
+        (("POST", "/api/admin/apikeys", {"name": "wide"}),
+         "a model-restricted key cannot create a key for every model"),
+        (("POST", "/api/admin/apikeys", {"name": "other", "allowed_models": ["llama3", "qwen2.5:7b"]}),
+         "allowed_models: outside this key's own models: qwen2.5:7b"),
+        (("POST", "/api/admin/whitelist", {"ip": "10.55.0.1"}),
+         "a model-restricted key cannot create a whitelist entry for every model"),
+        (("POST", "/api/admin/tokens", {}),
+         "a model-restricted key cannot create a registration token for every model"),
+    ]
+    for (method, path, body), message in refusals:
+        assert native_error(restricted.request(method, path, body), 403) == message, path
+    assert snapshot(env.admin) == before
+    narrower = restricted.ok("POST", "/api/admin/apikeys", {"name": "same", "allowed_models": ["LLAMA3:latest"]},
+                             status=201)
+    assert narrower["allowed_models"] == ["LLAMA3:latest"]
+    assert post_chat(env.url, {"X-API-Key": narrower["key"]}).status_code == 200
+
+
+def test_the_admin_service_names_who_changed_what(env: Shared, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="seadragon_gw.admin")
+    key = env.admin.create_key("audited")
+    env.admin.ok("DELETE", f"/api/admin/apikeys/{key['id']}")
+    lines = [r.getMessage() for r in caplog.records if r.name == "seadragon_gw.admin"]
+    assert f"token:root created API key {key['id']} ({key['prefix']}) 'audited'" in lines
+    assert f"token:root revoked API key {key['id']} ({key['prefix']})" in lines
+    assert not any(key["key"] in line for line in lines)

@@ -234,3 +234,29 @@ def test_cli_store_commands_leave_admin_api_consistent(gateways: GatewayFactory,
     assert key["priority"] == 7 and key["is_active"] is True
     entry = next(e for e in admin.ok("GET", "/api/admin/whitelist")["whitelist"] if e["ip"] == "10.8.0.0/16")
     assert (entry["priority"], entry["label"]) == (3, "vpn")
+
+
+# ------------------------------------------------------------------ one service, one set of messages
+
+
+def test_cli_and_api_refuse_the_same_mistakes_with_the_same_words(
+        gateways: GatewayFactory, config: Path) -> None:
+    gw = running(gateways, config)
+    admin = Admin(gw.url)
+    empty = cli(config, "keys", "create", "nothing", "--models", " , ")
+    api_empty = admin.request("POST", "/api/admin/apikeys", {"name": "nothing", "allowed_models": []})
+    assert empty.returncode == 1 and api_empty.status_code == 400
+    assert empty.stderr.strip() == f"seadragon-gw: {api_empty.json()['error']}"
+    assert api_empty.json()["error"] == "allowed_models: must name at least one model (leave it out for all models)"
+
+    (key,) = FULL_KEY.findall(ok(cli(config, "keys", "create", "leaky")))
+    by_full_key = cli(config, "keys", "revoke", key)
+    assert by_full_key.returncode == 1 and key not in by_full_key.stderr
+    assert by_full_key.stderr.strip() == \
+        "seadragon-gw: key: give the key's id or its display prefix, never the key itself"
+    assert post_chat(gw.url, {"X-API-Key": key}).status_code == 200  # still valid
+
+    bad_ip = cli(config, "whitelist", "add", "10.0.0.300")
+    api_bad_ip = admin.request("POST", "/api/admin/whitelist", {"ip": "10.0.0.300"})
+    assert bad_ip.stderr.strip() == f"seadragon-gw: {api_bad_ip.json()['error']}"
+    assert api_bad_ip.json()["error"].startswith("ip: not an IP address or CIDR network")
