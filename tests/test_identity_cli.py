@@ -18,7 +18,17 @@ from seadragon_gw.config import load_config
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.support.checks import poll
 from tests.support.fakebackend import FakeBackend
-from tests.support.identity import FAST_AUTH, Admin, bearer, from_ip, http, login, post_chat, register, start
+from tests.support.identity import (
+    FAST_AUTH,
+    Admin,
+    bearer,
+    from_ip,
+    http,
+    login,
+    post_chat,
+    register,
+    start,
+)
 from tests.support.server import free_port
 
 BIN = Path(sys.executable).with_name("seadragon-gw")
@@ -41,7 +51,7 @@ def config(tmp_path: Path, backend: FakeBackend) -> Path:
 
 def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEADRAGON_")}
-    return subprocess.run([str(BIN), *args, "--config", str(config)], input=stdin, capture_output=True,
+    return subprocess.run([str(BIN), *args, "--config", str(config)], check=False, input=stdin, capture_output=True,
                           text=True, timeout=60, env=env)
 
 
@@ -190,7 +200,7 @@ def test_a_new_bootstrap_token_replaces_the_unused_one(
 def test_serve_with_corrupt_database_exits_2_with_one_line(config: Path) -> None:
     database = config.parent / "cli.db"
     database.write_bytes(b"this is not an SQLite database\n" * 200)
-    result = subprocess.run([str(BIN), "serve", "--config", str(config)], capture_output=True, text=True,
+    result = subprocess.run([str(BIN), "serve", "--config", str(config)], check=False, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

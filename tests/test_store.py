@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from seadragon_gw.store import (
-    Ambiguous,
     AlreadyExists,
+    Ambiguous,
     ApiKeyRepo,
     Database,
     LastUsedBatcher,
