@@ -29,6 +29,12 @@ def shared_gw(shared: SharedGateways) -> RunningGateway:
     return shared.get()
 
 
+@pytest.fixture
+def gw(gateways: GatewayFactory, backend: FakeBackend) -> RunningGateway:
+    """A gateway of its own that looks at tokens.json every 20 ms (`auth.tokens_check_s`)."""
+    return gateways.start([backend], auth={"tokens_check_s": 0.02})
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -170,3 +176,64 @@ def test_tokens_never_logged(gateways: GatewayFactory, backend: FakeBackend, cap
         for secret in secrets:
             assert secret not in text, f"token leaked in a log record from {record.name}"
     assert not any(secret in caplog.text for secret in secrets)
+
+
+def auth_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "seadragon_gw.auth" and r.levelno == level]
+
+
+def reported(gw: RunningGateway, caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    """The file is looked at when a token is looked up: make one lookup, then look at the log."""
+    ps_status(gw, "tok-carol")
+    return auth_records(caplog, level)
+
+
+def me(gw: RunningGateway, token: str) -> httpx.Response:
+    return httpx.get(gw.url + "/auth/me", headers=bearer(token))
+
+
+def test_two_users_with_the_same_token_are_refused_naming_both(
+        gw: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="seadragon_gw.auth")
+    rewrite_tokens(gw.tokens_path, json.dumps({**TOKENS, "dave": "tok-dave", "mallory": "tok-alice"}))
+    (error,) = poll(lambda: reported(gw, caplog, logging.ERROR), what="the duplicate to be reported")
+    assert error.getMessage() == (f"tokens file {gw.tokens_path}: entries 'alice' and 'mallory' have the same "
+                                  "token; keeping the last good set")
+    assert me(gw, "tok-alice").json()["name"] == "alice"  # the last good set, whole
+    assert ps_status(gw, "tok-dave") == 401
+
+
+def test_a_json_error_names_its_line_and_column(gw: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="seadragon_gw.auth")
+    rewrite_tokens(gw.tokens_path, '{\n  "alice": "tok-alice",\n  "eve": \n}\n')
+    (error,) = poll(lambda: reported(gw, caplog, logging.ERROR), what="the syntax error to be reported")
+    assert error.getMessage() == (f"tokens file {gw.tokens_path}: invalid JSON at line 4 column 1: "
+                                  "Expecting value; keeping the last good set")
+    assert ps_status(gw, "tok-bob") == 200
+
+
+def test_a_user_listed_twice_is_refused(gw: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="seadragon_gw.auth")
+    rewrite_tokens(gw.tokens_path, '{"alice": "tok-alice", "alice": "tok-other"}')
+    (error,) = poll(lambda: reported(gw, caplog, logging.ERROR), what="the repeated user to be reported")
+    assert "user 'alice' is listed twice" in error.getMessage()
+    assert ps_status(gw, "tok-other") == 401 and ps_status(gw, "tok-bob") == 200
+
+
+def test_a_deleted_file_revokes_its_tokens_with_one_warning(
+        gw: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="seadragon_gw.auth")
+    assert ps_status(gw, "tok-alice") == 200
+    gw.tokens_path.unlink()
+    poll(lambda: ps_status(gw, "tok-alice") == 401, what="the tokens to be revoked")
+
+    async def check_again() -> None:  # what the next lookups' periodic checks do, without waiting
+        gw.gateway.auth.tokens.reload_if_changed()
+
+    for _ in range(3):
+        gw.server.call(check_again)
+        assert ps_status(gw, "tok-bob") == 401
+    (warning,) = auth_records(caplog, logging.WARNING)
+    assert warning.getMessage() == f"tokens file {gw.tokens_path}: deleted; its 4 token(s) no longer work"
+    gw.tokens_path.write_text(json.dumps(TOKENS))
+    poll(lambda: ps_status(gw, "tok-alice") == 200, what="the file's tokens to work again")
