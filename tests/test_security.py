@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
+import select
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -326,3 +328,85 @@ def test_secrets_never_appear_in_logs(
         leaks = [m for m in messages if secret in m]
         assert not leaks, f"{what} in logs: {leaks[0][:200]!r}"
     assert not any(secret in caplog.text for secret in secrets.values())
+
+
+# ------------------------------------------------------------------ body limits before reading
+
+CHUNK = 64 * 1024
+TOO_LARGE = "request body too large (limit 65536 bytes)"
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    return sock
+
+
+def _read_response(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
+    """Status line, headers and body of one response (by Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        body += sock.recv(65536)
+    return status, headers, body
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_200_mb_chunked_body_to_auth_token_is_refused_without_being_read(env: Env) -> None:
+    """The gateway answers 413 after reading just past 64 KiB, while the client is still
+    sending, and closes the connection: the other 199 MB are never read."""
+    sock = _connect(env.url)
+    with sock:
+        sock.sendall(b"POST /auth/token HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n\r\n")
+        piece = b"%x\r\n%s\r\n" % (CHUNK, b"a" * CHUNK)
+        sent = 0
+        while sent < 200 * 1024 * 1024 and not select.select([sock], [], [], 0)[0]:
+            if sent >= 1024 * 1024:  # the first megabyte, then wait for the answer
+                assert select.select([sock], [], [], 10)[0], "no answer after 1 MB"
+                break
+            try:
+                sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += CHUNK
+        status, headers, body = _read_response(sock)
+        assert status == "HTTP/1.1 413 Request Entity Too Large"
+        assert json.loads(body) == {"error": TOO_LARGE}
+        assert headers["connection"] == "close"
+        assert sent <= 1024 * 1024
+        assert _closed(sock)
+
+
+@pytest.mark.parametrize(("path", "headers"), [
+    ("/auth/token", b""),
+    ("/auth/register", b"Content-Type: application/json\r\n"),
+    ("/api/admin/apikeys", b"Content-Type: application/json\r\nAuthorization: Bearer tok-admin\r\n"),
+])
+def test_a_content_length_over_the_limit_is_refused_before_any_byte_of_the_body(
+        env: Env, path: str, headers: bytes) -> None:
+    sock = _connect(env.url)
+    with sock:
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: gw\r\nContent-Length: 200000000\r\n%s\r\n" % (path.encode(), headers))
+        status, response_headers, body = _read_response(sock)
+        assert status == "HTTP/1.1 413 Request Entity Too Large"
+        assert json.loads(body) == {"error": TOO_LARGE} and response_headers["connection"] == "close"
+        assert _closed(sock)
+
+
+def test_a_body_just_under_the_limit_is_read(env: Env) -> None:
+    body = {"username": "u" * 10, "password": "p" * 20, "pad": "x" * (64 * 1024 - 100)}
+    with from_ip("127.0.0.60") as client:  # its failed login counts against another address
+        response = client.post(env.url + "/auth/token", json=body)
+    assert native_error(response, 401) == "unauthorized: wrong username or password"
