@@ -1,16 +1,22 @@
-"""Pure auth building blocks: secrets, password hashing, JWTs, whitelist matching."""
+"""Pure auth building blocks: secrets, password hashing, JWTs, whitelist matching, the login
+throttle and the bounded hasher."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
 from dataclasses import dataclass
 
 import jwt
 import pytest
 
+from seadragon_gw.auth.errors import HashingBusy, LoginThrottled
+from seadragon_gw.auth.hashing import BoundedHasher
 from seadragon_gw.auth.jwt_tokens import JwtCodec, JwtError
 from seadragon_gw.auth.passwords import PasswordHasher, validate_password
+from seadragon_gw.auth.throttle import LoginThrottle
 from seadragon_gw.auth.whitelist import WhitelistMatcher
 from seadragon_gw.networks import parse_network
 from seadragon_gw.secret_tokens import (
@@ -226,3 +232,81 @@ def test_parse_network_normalises() -> None:
 def test_parse_network_rejects_garbage(garbage: str) -> None:
     with pytest.raises(ValueError, match="IP|network"):
         parse_network(garbage)
+
+
+# --- login throttle -------------------------------------------------------------------
+
+
+def fail(throttle: LoginThrottle, user: str, address: str) -> None:
+    with throttle.attempt(user, address):
+        pass  # not marked a success: a failed login
+
+
+def test_throttle_refuses_after_the_limit_per_username_and_per_address() -> None:
+    clock = FakeClock(100.0)
+    throttle = LoginThrottle(max_failures=3, window_s=60, clock=clock)
+    for i in range(3):
+        fail(throttle, "Ann", f"10.0.0.{i}")
+    with pytest.raises(LoginThrottled, match="for this username") as refused:
+        fail(throttle, "ann", "10.0.0.9")  # names ignore case
+    assert refused.value.retry_after_s == 60
+    for name in ("a", "b", "c"):
+        fail(throttle, name, "10.9.9.9")
+    with pytest.raises(LoginThrottled, match="for this address"):
+        fail(throttle, "d", "10.9.9.9")
+    clock.now += 30
+    with pytest.raises(LoginThrottled) as later:
+        fail(throttle, "ann", "10.0.0.8")
+    assert later.value.retry_after_s == 30
+    clock.now += 30.5
+    fail(throttle, "ann", "10.0.0.8")  # the old failures left the window
+
+
+def test_throttle_success_clears_the_username_and_void_leaves_no_trace() -> None:
+    throttle = LoginThrottle(max_failures=2, window_s=60, clock=FakeClock())
+    fail(throttle, "bo", "10.0.0.1")
+    with throttle.attempt("bo", "10.0.0.2") as attempt:
+        attempt.success()
+    for _ in range(3):
+        with throttle.attempt("bo", "10.0.0.3") as attempt:
+            attempt.void()
+    fail(throttle, "bo", "10.0.0.4")
+    fail(throttle, "bo", "10.0.0.5")
+    with pytest.raises(LoginThrottled):
+        fail(throttle, "bo", "10.0.0.6")
+
+
+def test_throttle_counts_attempts_in_flight() -> None:
+    throttle = LoginThrottle(max_failures=2, window_s=60, clock=FakeClock())
+    with throttle.attempt("cy", "10.0.0.1"), throttle.attempt("cy", "10.0.0.2"), \
+            pytest.raises(LoginThrottled):
+        fail(throttle, "cy", "10.0.0.3")
+
+
+def test_throttle_tracks_a_bounded_number_of_keys() -> None:
+    throttle = LoginThrottle(max_failures=1, window_s=60, clock=FakeClock(), max_keys=10)
+    for i in range(1000):
+        fail(throttle, f"user{i}", "10.0.0.1" if i == 0 else f"10.1.{i // 256}.{i % 256}")
+    assert len(throttle._windows) <= 10
+
+
+# --- bounded hashing ------------------------------------------------------------------
+
+
+async def test_bounded_hasher_refuses_beyond_its_slots_at_once() -> None:
+    gate = threading.Event()
+
+    class Slow(PasswordHasher):
+        def hash(self, password: str) -> str:
+            gate.wait(10)
+            return super().hash(password)
+
+    hasher = BoundedHasher(Slow(time_cost=1, memory_cost=8, parallelism=1), slots=2)
+    running = [asyncio.ensure_future(hasher.hash("pw one")) for _ in range(2)]
+    await asyncio.sleep(0)  # both take their slot
+    with pytest.raises(HashingBusy) as busy:
+        await hasher.hash("pw three")
+    assert busy.value.retry_after_s == 1
+    gate.set()
+    hashes = await asyncio.gather(*running)
+    assert all(await asyncio.gather(*(hasher.verify(h, "pw one") for h in hashes)))
