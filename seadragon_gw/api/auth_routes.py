@@ -66,7 +66,9 @@ async def refresh(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """Ends the session of the refresh token in the body, else of the Bearer access token."""
     data = await _fields(request)
-    await _accounts(request).logout(data.get("refresh_token"), bearer_token(header_map(request.scope)))
+    refresh_token = data.get("refresh_token")
+    access_token = None if refresh_token is not None else bearer_token(header_map(request.scope))
+    await _accounts(request).logout(refresh_token, access_token)
     return json_response({"logged_out": True}, headers=NO_STORE)
 
 
