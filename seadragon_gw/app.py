@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Mapping
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
+from . import banner
 from .api.admin_routes import admin_routes
 from .api.auth_routes import auth_routes
 from .api.context import request_id_of
@@ -23,6 +24,7 @@ from .auth.passwords import PasswordHasher
 from .config import GatewayConfig
 from .errors import GatewayError
 from .gateway import Clocks, Gateway
+from .store.errors import ReadOnlyDatabase
 
 log = logging.getLogger("seadragon_gw")
 
@@ -50,20 +52,29 @@ def create_app(config: GatewayConfig, clocks: Clocks | None = None,
         lifespan=lifespan,
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={ApiError: _api_error, GatewayError: _gateway_error, HTTPException: _http_error,
+                            ClientDisconnect: _client_gone,
                             Exception: _unexpected},
     )
 
 
 async def _announce_bootstrap(gateway: Gateway) -> None:
-    token = await gateway.accounts.create_bootstrap_token()
+    try:
+        token = await gateway.accounts.create_bootstrap_token()
+    except ReadOnlyDatabase:
+        return  # the store has said at ERROR that writes fail; no admin can be made now
     if token is None:
         return
+    server = gateway.config.server  # `serve` puts the real --host/--port here
     # Printed, never logged: logs are kept and shipped, the console is the operator's.
-    print(f"\n  No admin exists yet. Create one (valid 24 h, one use):\n"
-          f"    curl -X POST http://HOST:PORT/auth/register -H 'Content-Type: application/json' \\\n"
-          f"      -d '{{\"username\": \"admin\", \"password\": \"...\", \"registration_token\": \"{token}\"}}'\n"
-          f"  or run: seadragon-gw admin create USERNAME\n", flush=True)
+    print(banner.bootstrap_admin(banner.base_url(server.host, server.port), token, banner.cli_command()),
+          flush=True)
     log.warning("no admin user exists: a one-time admin registration token was printed to the console")
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client left mid-body: nobody is left to answer and nothing failed here."""
+    log.debug("client left during the body of %s %s", request.method, request.url.path)
+    return Response(status_code=400)  # uvicorn drops writes after a disconnect
 
 
 def _render(request: Request, status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:

@@ -29,11 +29,22 @@ from .lifecycle.service import RequestService
 from .queue.scheduler import Scheduler
 from .records.observers import Recorder
 from .store.bundle import Store
+from .store.errors import ReadOnlyDatabase
 from .store.sessions import SessionRepo
 from .store.write_behind import LastUsedBatcher
 
 log = logging.getLogger("seadragon_gw")
 JWT_SECRET_ENV = "SEADRAGON_JWT_SECRET"
+
+
+async def _stored_jwt_secret(store: Store) -> str:
+    """The database's JWT secret, made on first use. A read-only database without one still
+    serves: logins work with a secret for this run only (they end with the process)."""
+    try:
+        return await store.settings.get_or_create_secret("jwt_secret", lambda: secrets.token_urlsafe(48))
+    except ReadOnlyDatabase:
+        log.warning("the database is read-only and holds no JWT secret: logins last until the gateway stops")
+        return secrets.token_urlsafe(48)
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +79,8 @@ class Gateway:
                    hasher: PasswordHasher | None = None) -> Gateway:
         """Open the store and build every part; nothing runs in the background yet."""
         clocks = clocks or Clocks()
-        store = await Store.open(config.resolve_path(config.database), clocks.wall)
+        store = await Store.open(config.resolve_path(config.database), clocks.wall,
+                                 watch_interval_s=config.database_check_s)
         try:
             return await cls._build(config, clocks, store, hasher or PasswordHasher())
         except BaseException:
@@ -86,8 +98,7 @@ class Gateway:
         credentials = CredentialCache(store, sessions, poll_s=ac.credentials_poll_s)
         await credentials.reload()
         last_used = LastUsedBatcher(store.api_keys.touch_many, interval_s=ac.last_used_flush_s)
-        secret = ac.jwt_secret or os.environ.get(JWT_SECRET_ENV) or \
-            await store.settings.get_or_create_secret("jwt_secret", lambda: secrets.token_urlsafe(48))
+        secret = ac.jwt_secret or os.environ.get(JWT_SECRET_ENV) or await _stored_jwt_secret(store)
         jwt = JwtCodec(secret, ac.jwt_access_ttl_s, ac.jwt_refresh_ttl_s, clocks.wall)
         tokens_path = config.resolve_path(ac.tokens_file) if ac.tokens_file else None
         tokens = TokenFile(tokens_path, default_priority=ac.default_token_priority, check_interval_s=ac.tokens_check_s)

@@ -27,7 +27,7 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
     """Read the whole request body, refusing (413) as soon as it passes `limit`."""
     length = headers.get(b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"request body too large (limit {limit} bytes)")
+        raise ApiError(413, f"request body too large (limit {limit} bytes)", {"Connection": "close"})
     parts: list[bytes] = []
     size = 0
     while True:
@@ -38,7 +38,7 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise ApiError(413, f"request body too large (limit {limit} bytes)")
+                raise ApiError(413, f"request body too large (limit {limit} bytes)", {"Connection": "close"})
             parts.append(chunk)
         if not message.get("more_body", False):
             return parts[0] if len(parts) == 1 else b"".join(parts)
