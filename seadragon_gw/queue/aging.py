@@ -1,14 +1,19 @@
-"""The aging priority heap of one queue.
+"""The aging priority queue of one model.
 
 Effective priority = base - rate * minutes waited. Since every entry ages at the same rate,
-ordering by `base + rate * enqueue_minute` is the same order at every instant, so a plain heap
-keyed on that constant gives O(log n) push/pop with exact aging order. Ties keep arrival order.
-Cancelled entries are dropped lazily when they reach the top.
+ordering by `base + rate * enqueue_minute` is the same order at every instant, so entries are
+kept sorted once on that constant key and never re-sorted. Ties keep arrival order (`seq`).
+
+The entries live in a `sortedcontainers.SortedList` of `(sort_key, seq, entry)` tuples, so
+adding, removing a departed client, taking the best and the rank for `X-Queue-Position` are
+all O(log n): at 100,000 waiting requests an enqueue costs about what it costs at 100
+(a heap gave O(log n) push/pop but an O(n) rank, which dominated deep queues). The tuples
+compare in C (float, then int; `seq` is unique, so the entry itself is never compared).
 """
 
 from __future__ import annotations
 
-import heapq
+from sortedcontainers import SortedList
 
 from .entry import QueueEntry
 
@@ -20,40 +25,40 @@ def sort_key(priority: float, enqueued_at_s: float, aging_per_minute: float) -> 
     return round(priority + aging_per_minute * enqueued_at_s / 60.0, 9)
 
 
-class AgingHeap:
+Item = tuple[float, int, QueueEntry]
+
+
+def _item(entry: QueueEntry) -> Item:
+    return (entry.sort_key, entry.seq, entry)
+
+
+class AgingQueue:
     def __init__(self) -> None:
-        self._heap: list[QueueEntry] = []
-        self.live = 0
+        self._items: SortedList[Item] = SortedList()
 
     def __len__(self) -> int:
-        return self.live
+        return len(self._items)
 
     def push(self, entry: QueueEntry) -> None:
-        heapq.heappush(self._heap, entry)
-        self.live += 1
+        self._items.add(_item(entry))
 
     def peek(self) -> QueueEntry | None:
-        heap = self._heap
-        while heap and heap[0].cancelled:
-            heapq.heappop(heap)
-        return heap[0] if heap else None
+        items = self._items
+        return items[0][2] if items else None
 
     def pop(self) -> QueueEntry:
-        entry = self.peek()
-        assert entry is not None
-        heapq.heappop(self._heap)
-        self.live -= 1
-        return entry
+        """The best entry, removed."""
+        return self._items.pop(0)[2]
 
     def discard(self, entry: QueueEntry) -> None:
-        """Mark an entry gone; it leaves the count now and the heap when it surfaces."""
+        """A waiting request left (client gone, timed out): out of the order now."""
+        self._items.discard(_item(entry))
         entry.cancelled = True
-        self.live -= 1
-
-    def ordered(self) -> list[QueueEntry]:
-        """The live entries, best first (O(n log n); for listings and clearing, not dispatch)."""
-        return sorted(e for e in self._heap if not e.cancelled)
 
     def position(self, entry: QueueEntry) -> int:
-        """1-based rank among live entries (O(n); used once per queued request)."""
-        return 1 + sum(1 for e in self._heap if not e.cancelled and e < entry)
+        """1-based rank among the waiting entries, O(log n)."""
+        return self._items.index(_item(entry)) + 1
+
+    def ordered(self) -> list[QueueEntry]:
+        """The waiting entries, best first."""
+        return [item[2] for item in self._items]

@@ -22,7 +22,7 @@ from ..backends.registry import Registry
 from ..config import QueueConfig
 from ..errors import GatewayError
 from ..records.record import RequestRecord
-from .aging import AgingHeap, sort_key
+from .aging import AgingQueue, sort_key
 from .entry import QueueEntry, QueueKey
 from .errors import QueueFull
 
@@ -47,7 +47,7 @@ class Scheduler:
         self.registry = registry
         self.config = config
         self.clock = clock
-        self.queues: dict[QueueKey, AgingHeap] = {}
+        self.queues: dict[QueueKey, AgingQueue] = {}
         self._parked: dict[Backend, list[asyncio.Future[QueueEntry]]] = {}
         self._tasks: dict[Backend, list[asyncio.Task[None]]] = {}
         self._retiring: set[Backend] = set()
@@ -77,21 +77,23 @@ class Scheduler:
         if backend is not None:
             self._grant(self._parked[backend].pop(), entry, backend)
             return entry, 0
-        heap = self.queues.get(queue_key)
-        if heap is None:
-            heap = self.queues[queue_key] = AgingHeap()
-        if len(heap) >= self.config.max_waiting:
+        queue = self.queues.get(queue_key)
+        if queue is None:
+            queue = self.queues[queue_key] = AgingQueue()
+        if len(queue) >= self.config.max_waiting:
             raise QueueFull(self.config.retry_after_s)
-        heap.push(entry)
-        return entry, heap.position(entry)
+        queue.push(entry)
+        return entry, queue.position(entry)
 
     def release(self, entry: QueueEntry) -> None:
         """The one way a request lets go: leave the queue if still waiting, else free the
         slot it holds. Safe to call more than once, and after a rejection."""
         if entry.backend is None and not entry.cancelled:
-            heap = self.queues.get(entry.queue_key)
-            if heap is not None:
-                heap.discard(entry)
+            queue = self.queues.get(entry.queue_key)
+            if queue is not None:
+                queue.discard(entry)
+                if not queue:
+                    del self.queues[entry.queue_key]
             entry.cancelled = True
         if entry.granted.done() and not entry.granted.cancelled():
             entry.granted.exception()  # retrieved, so a rejection nobody awaited is not "lost"
@@ -99,8 +101,8 @@ class Scheduler:
 
     def waiting(self, queue_key: QueueKey | None = None) -> int:
         if queue_key is not None:
-            heap = self.queues.get(queue_key)
-            return len(heap) if heap else 0
+            queue = self.queues.get(queue_key)
+            return len(queue) if queue else 0
         return sum(len(h) for h in self.queues.values())
 
     def effective_priority(self, entry: QueueEntry) -> float:
@@ -111,10 +113,10 @@ class Scheduler:
         """Every waiting request (of one model key, if given), best first per queue."""
         now = self.clock()
         result: list[WaitingRequest] = []
-        for key, heap in self.queues.items():
+        for key, queue in self.queues.items():
             if model is not None and key[0] != model:
                 continue
-            for position, entry in enumerate(heap.ordered(), start=1):
+            for position, entry in enumerate(queue.ordered(), start=1):
                 result.append(WaitingRequest(key[0], position, now - entry.enqueued_at, entry.priority,
                                              self.effective_priority(entry), entry.record))
         return result
@@ -126,8 +128,8 @@ class Scheduler:
         for key in list(self.queues):
             if model is not None and key[0] != model:
                 continue
-            heap = self.queues.pop(key)
-            for entry in heap.ordered():
+            queue = self.queues.pop(key)
+            for entry in queue.ordered():
                 entry.cancelled = True
                 entry.granted.set_exception(error)
                 count += 1
@@ -207,18 +209,18 @@ class Scheduler:
             raise
 
     def _take_best(self, backend: Backend) -> QueueEntry | None:
-        best_heap: AgingHeap | None = None
+        best_queue: AgingQueue | None = None
         best: QueueEntry | None = None
-        for key, heap in self.queues.items():
-            head = heap.peek()
+        for key, queue in self.queues.items():
+            head = queue.peek()
             if head is None or (best is not None and not head < best):
                 continue
             if self._may_serve(backend, key):
-                best, best_heap = head, heap
-        if best_heap is None:
+                best, best_queue = head, queue
+        if best_queue is None:
             return None
-        entry = best_heap.pop()
-        if not best_heap:
+        entry = best_queue.pop()
+        if not best_queue:
             self.queues.pop(entry.queue_key, None)
         return entry
 
