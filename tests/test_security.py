@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import select
 import socket
 import time
@@ -410,3 +411,13 @@ def test_a_body_just_under_the_limit_is_read(env: Env) -> None:
     with from_ip("127.0.0.60") as client:  # its failed login counts against another address
         response = client.post(env.url + "/auth/token", json=body)
     assert native_error(response, 401) == "unauthorized: wrong username or password"
+
+
+def test_a_client_leaving_mid_body_is_no_error(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="seadragon_gw")
+    with _connect(env.url) as sock:
+        sock.sendall(b"POST /auth/register HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 5000\r\n\r\n{\"username\": ")
+    poll(lambda: any("client left during the body of POST /auth/register" in r.getMessage()
+                     for r in caplog.records), what="the gateway to notice the client left")
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -11,29 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from ..errors import InvalidInput
 from .asgi import ClientGone, header_map, read_body
 from .errors import ApiError
 
 MAX_ADMIN_BODY = 64 * 1024
 
 
-class BodyAbandoned(InvalidInput):
-    """The client went away mid-body: nobody reads the answer, and it is no server error."""
-
-
 async def read_limited(request: Request, limit: int = MAX_ADMIN_BODY) -> bytes:
-    """The whole body, at most `limit` bytes (else 413 with `Connection: close`)."""
+    """The whole body, at most `limit` bytes (else 413 with `Connection: close`); a client
+    that leaves mid-body is Starlette's `ClientDisconnect` (the app answers it quietly)."""
     try:
         return await read_body(request.receive, header_map(request.scope), limit)
-    except ApiError as exc:
-        if exc.status == 413:
-            raise ApiError(413, exc.message, {**exc.headers, "Connection": "close"}) from None
-        raise
     except ClientGone:
-        raise BodyAbandoned("client disconnected while sending the body") from None
+        raise ClientDisconnect() from None
 
 
 async def json_object(request: Request, limit: int = MAX_ADMIN_BODY) -> dict[str, Any]:
