@@ -287,7 +287,7 @@ def test_throttle_tracks_a_bounded_number_of_keys() -> None:
     throttle = LoginThrottle(max_failures=1, window_s=60, clock=FakeClock(), max_keys=10)
     for i in range(1000):
         fail(throttle, f"user{i}", "10.0.0.1" if i == 0 else f"10.1.{i // 256}.{i % 256}")
-    assert len(throttle._windows) <= 10
+    assert throttle.tracked_keys <= 10
 
 
 # --- bounded hashing ------------------------------------------------------------------

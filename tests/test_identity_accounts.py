@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from seadragon_gw.auth.passwords import PasswordHasher
-from seadragon_gw.config import load_config
+from seadragon_gw.config import ConfigError, load_config, parse_config
 from seadragon_gw.gateway import Clocks
 from tests.conftest import FakeClock, GatewayFactory
 from tests.support.checks import native_error, poll
@@ -289,3 +289,11 @@ def test_a_jwt_for_a_user_this_gateway_does_not_know_yet_reloads_its_cache(
     assert native_error(post_chat(second.url, bearer(jwt)), 401) == "unauthorized: user is unknown or deactivated"
     poll(lambda: post_chat(second.url, bearer(jwt)).status_code == 200, what="the second gateway to reload")
 
+
+
+@pytest.mark.parametrize("key", ["login_max_failures", "login_window_s", "hash_concurrency", "tokens_check_s",
+                                 "credentials_poll_s", "last_used_flush_s"])
+def test_auth_intervals_and_limits_must_be_positive(key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"auth": {key: 0}})
+    assert str(error.value) == f"auth.{key}: must be positive"

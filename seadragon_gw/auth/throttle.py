@@ -50,6 +50,11 @@ class LoginThrottle:
         self._max_keys = max_keys
         self._windows: OrderedDict[str, _Window] = OrderedDict()
 
+    @property
+    def tracked_keys(self) -> int:
+        """Usernames and addresses with a failure in the window or an attempt in flight."""
+        return len(self._windows)
+
     @contextlib.contextmanager
     def attempt(self, username: str, address: str) -> Iterator[Attempt]:
         """Admit one attempt (or raise `LoginThrottled`). A failure counts for both keys; a
