@@ -8,10 +8,8 @@ the stream with a clean in-band error line (raised here, written by the caller's
 
 from __future__ import annotations
 
-import orjson
-
 from ..backends.upstream import UpstreamError, UpstreamResponse
-from ..lifecycle.forwarding import Rewrite
+from ..lifecycle.forwarding import Rewrite, error_message_of
 from .writer import STREAM_HEADERS, HttpWriter
 
 _DROP_RESPONSE = frozenset({
@@ -66,12 +64,4 @@ async def upstream_error_message(response: UpstreamResponse) -> str:
         body = await response.read()
     except UpstreamError as exc:
         return exc.message
-    try:
-        error = orjson.loads(body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        error = None
-    if isinstance(error, dict):
-        error = error.get("message")
-    if isinstance(error, str) and error:
-        return error
-    return f"backend answered HTTP {response.status}: {body[:200].decode('utf-8', 'replace')}"
+    return error_message_of(body, response.status)

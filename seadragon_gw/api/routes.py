@@ -5,15 +5,10 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..lifecycle.route import RouteSpec
+from ..lifecycle.route import INFERENCE, SHOW, RouteSpec
 from . import metadata
 from .context import gateway_of
 from .proxy import forward
-
-_INFERENCE_NATIVE = RouteSpec(access="user", queued=True, native=True)
-_INFERENCE_OPENAI = RouteSpec(access="user", queued=True, native=False)
-_EMBED_NATIVE = RouteSpec(access="user", queued=True, native=True, streams=False)
-_SHOW = RouteSpec(access="user", queued=False, native=True, streams=False)
 
 
 def _admin(model_field: str | None = "model", *, must_exist: bool = True, changes: bool = True,
@@ -44,11 +39,9 @@ def native_routes() -> list[BaseRoute]:
         Route("/api/version", metadata.version, methods=["GET", "HEAD"]),
         Route("/api/tags", metadata.tags, methods=["GET", "HEAD"]),
         Route("/api/ps", metadata.ps, methods=["GET"]),
-        _forward("/api/show", _SHOW, post),
-        _forward("/api/chat", _INFERENCE_NATIVE, post),
-        _forward("/api/generate", _INFERENCE_NATIVE, post),
-        _forward("/api/embed", _EMBED_NATIVE, post),
-        _forward("/api/embeddings", _EMBED_NATIVE, post),
+        _forward("/api/show", SHOW, post),
+        *(_forward(path, INFERENCE[path], post) for path in ("/api/chat", "/api/generate", "/api/embed",
+                                                              "/api/embeddings")),
         _forward("/api/pull", _admin(must_exist=False), post),
         _forward("/api/push", _admin(changes=False), post),
         _forward("/api/create", _admin(must_exist=False, also=("from",)), post),
@@ -61,13 +54,12 @@ def native_routes() -> list[BaseRoute]:
 def openai_routes() -> list[BaseRoute]:
     post = ["POST"]
     return [
-        _forward("/v1/chat/completions", _INFERENCE_OPENAI, post),
-        _forward("/v1/completions", _INFERENCE_OPENAI, post),
-        _forward("/v1/embeddings", _INFERENCE_OPENAI, post),
+        *(_forward(path, INFERENCE[path], post) for path in ("/v1/chat/completions", "/v1/completions",
+                                                              "/v1/embeddings")),
         Route("/v1/models", metadata.openai_models, methods=["GET"]),
         Route("/v1/models/{model:path}", metadata.openai_model, methods=["GET"]),
-        _forward("/api/chat/completions", _INFERENCE_OPENAI, post, upstream="/v1/chat/completions"),
-        _forward("/api/completions", _INFERENCE_OPENAI, post, upstream="/v1/completions"),
+        _forward("/api/chat/completions", INFERENCE["/v1/chat/completions"], post, upstream="/v1/chat/completions"),
+        _forward("/api/completions", INFERENCE["/v1/completions"], post, upstream="/v1/completions"),
         Route("/api/models", metadata.openai_models, methods=["GET"]),
     ]
 

@@ -53,3 +53,16 @@ def body_for(backend: Backend, body: bytes | None, payload: dict[str, Any] | Non
         return body, None
     assert isinstance(name, str)
     return orjson.dumps({**payload, "model": info.name}), model_renamer(info.name, name)
+
+
+def error_message_of(body: bytes, status: int) -> str:
+    """The message of a backend's error body, in either error shape."""
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        error = error.get("message")
+    if isinstance(error, str) and error:
+        return error
+    return f"backend answered HTTP {status}: {body[:200].decode('utf-8', 'replace')}"

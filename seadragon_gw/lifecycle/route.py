@@ -37,3 +37,20 @@ class RouteSpec:
 
     def at(self, upstream_path: str) -> RouteSpec:
         return replace(self, upstream_path=upstream_path)
+
+
+NATIVE_INFERENCE = RouteSpec(access="user", queued=True, native=True)
+OPENAI_INFERENCE = RouteSpec(access="user", queued=True, native=False)
+NATIVE_EMBED = RouteSpec(access="user", queued=True, native=True, streams=False)
+SHOW = RouteSpec(access="user", queued=False, native=True, streams=False)
+
+INFERENCE: dict[str, RouteSpec] = {
+    "/api/chat": NATIVE_INFERENCE,
+    "/api/generate": NATIVE_INFERENCE,
+    "/api/embed": NATIVE_EMBED,
+    "/api/embeddings": NATIVE_EMBED,
+    "/v1/chat/completions": OPENAI_INFERENCE,
+    "/v1/completions": OPENAI_INFERENCE,
+    "/v1/embeddings": OPENAI_INFERENCE,
+}
+"""The queued routes by path: what async jobs and the WebSocket may run."""

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..auth.principal import Principal
 from ..backends.backend import Backend
@@ -128,13 +128,21 @@ class Exchange:
         return QueueTimeout(f"timed out after {timeout:g}s waiting in the queue for model '{self.model}'")
 
 
+class AdmissionCheck(Protocol):
+    """A rule a request must pass after it is routed and before it queues (rate limits,
+    quotas): raise a GatewayError (e.g. TooManyRequests) to refuse it."""
+
+    def check(self, record: RequestRecord, principal: Principal) -> None: ...
+
+
 class RequestService:
     def __init__(self, registry: Registry, scheduler: Scheduler, recorder: Recorder,
-                 config: QueueConfig) -> None:
+                 config: QueueConfig, checks: list[AdmissionCheck] | None = None) -> None:
         self.registry = registry
         self.scheduler = scheduler
         self.recorder = recorder
         self.config = config
+        self.checks = list(checks or [])
         self._refusal: GatewayError | None = None
 
     def refuse_new(self, error: GatewayError) -> None:
@@ -156,6 +164,8 @@ class RequestService:
         loop_time = asyncio.get_running_loop().time()
         deadline = loop_time + self.config.timeout_s
         key, backend = self._route(spec, principal, name)
+        for rule in self.checks:
+            rule.check(record, principal)
         if backend is not None or not spec.queued:
             return Exchange(self, record, spec, principal, name, None, backend, 0, deadline)
         record.queued_at = self.recorder.clock()
