@@ -310,3 +310,10 @@ async def test_bounded_hasher_refuses_beyond_its_slots_at_once() -> None:
     gate.set()
     hashes = await asyncio.gather(*running)
     assert all(await asyncio.gather(*(hasher.verify(h, "pw one") for h in hashes)))
+
+
+def test_throttle_keys_are_bounded_in_length_too() -> None:
+    throttle = LoginThrottle(max_failures=1, window_s=60, clock=FakeClock())
+    fail(throttle, "n" * 50_000, "10.0.0.1")
+    with pytest.raises(LoginThrottled, match="for this username"):
+        fail(throttle, "n" * 64 + "different tail", "10.0.0.2")

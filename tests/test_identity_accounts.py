@@ -297,3 +297,14 @@ def test_auth_intervals_and_limits_must_be_positive(key: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_config({"auth": {key: 0}})
     assert str(error.value) == f"auth.{key}: must be positive"
+
+
+def test_an_overlong_password_is_refused_without_hashing(gateways: GatewayFactory, backend: FakeBackend) -> None:
+    hasher = CountingHasher()
+    gw = start(gateways, [backend], hasher=hasher)
+    new_user(gw.url, Admin(gw.url), "longpw")
+    before = hasher.verified
+    with from_ip("127.0.0.70") as client:
+        response = client.post(gw.url + "/auth/token", data={"username": "longpw", "password": "x" * 60_000})
+    assert native_error(response, 401) == "unauthorized: wrong username or password"
+    assert hasher.verified == before

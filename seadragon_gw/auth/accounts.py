@@ -27,7 +27,7 @@ from .credentials import CredentialCache
 from .errors import HashingBusy, RegistrationRefused, Unauthorized, UsernameTaken
 from .hashing import BoundedHasher
 from .jwt_tokens import JwtCodec, JwtError, TokenType, new_token_id, token_generation
-from .passwords import validate_password
+from .passwords import MAX_PASSWORD_LEN, validate_password
 from .throttle import LoginThrottle
 
 log = logging.getLogger("seadragon_gw.auth")
@@ -162,6 +162,8 @@ class Accounts:
         return plaintext
 
     async def _verify(self, username: str, password: str) -> User:
+        if len(password) > MAX_PASSWORD_LEN:  # no stored password is that long: skip the hash
+            raise Unauthorized("wrong username or password")
         user = await self.store.users.get_by_username(username)
         hash_ = user.password_hash if user else await self._dummy()
         ok = await self.hasher.verify(hash_, password)

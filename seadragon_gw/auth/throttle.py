@@ -19,6 +19,7 @@ from typing import Literal
 from .errors import LoginThrottled
 
 MAX_KEYS = 10_000
+MAX_NAME = 64  # no username is longer; a longer one still counts, without costing memory
 
 
 @dataclass
@@ -59,7 +60,7 @@ class LoginThrottle:
     def attempt(self, username: str, address: str) -> Iterator[Attempt]:
         """Admit one attempt (or raise `LoginThrottled`). A failure counts for both keys; a
         success clears the username's failures; a void attempt leaves no trace."""
-        keys = (f"user:{username.lower()}", f"addr:{address}")
+        keys = (f"user:{username.lower()[:MAX_NAME]}", f"addr:{address[:MAX_NAME]}")
         self._admit(keys)
         attempt = Attempt()
         try:
