@@ -107,7 +107,11 @@ CREATE TABLE refresh_tokens (
 CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Reserved while the operations issue is built in parallel (placeholders until filled in):
+_V3 = "SELECT 1"  # usage log, crash log, missing models, rate-limit tiers
+_V4 = "SELECT 1"  # async jobs
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:
