@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from seadragon_gw.auth.secrets_util import DISPLAY_PREFIX_LEN
+from seadragon_gw.secret_tokens import DISPLAY_PREFIX_LEN
 from seadragon_gw.config import ConfigError, ServerConfig, parse_config
 from seadragon_gw.server import EdgeLimits, redact_target
 from seadragon_gw.server.cap import ConnectionCap

@@ -13,7 +13,7 @@ import re
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
-from ..auth.secrets_util import DISPLAY_PREFIX_LEN
+from ..secret_tokens import DISPLAY_PREFIX_LEN
 
 # API keys (`sdk-`) and registration tokens (`sdr-`): the display prefix, then the rest.
 _SECRET = re.compile(rf"(sd[kr]-[A-Za-z0-9_-]{{{DISPLAY_PREFIX_LEN - 4}}})[A-Za-z0-9_-]+")
