@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 import pytest
 
 from seadragon_gw.app import create_app
-from seadragon_gw.gateway import Clocks, Gateway
+from seadragon_gw.auth.passwords import PasswordHasher
 from seadragon_gw.config import GatewayConfig, parse_config
+from seadragon_gw.gateway import Clocks, Gateway
 from tests.support.fakebackend import FakeBackend
 from tests.support.server import ThreadedServer
 
@@ -26,6 +27,13 @@ TOKENS = {
 }
 ALICE = {"Authorization": "Bearer tok-alice"}
 ADMIN = {"Authorization": "Bearer tok-admin"}
+
+# argon2id with tiny costs: the default ones take ~0.3 s a hash on a small test machine.
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+# Credential changes made by another process (the CLI) and last-used times show up within
+# these intervals; the tests wait on conditions, so small values only make them quick.
+FAST_AUTH = {"credentials_poll_s": 0.05, "last_used_flush_s": 0.05, "tokens_check_s": 0.02}
 
 
 class FakeClock:
@@ -98,7 +106,7 @@ class GatewayFactory:
             b if isinstance(b, dict) else {"name": f"b{i}", "kind": b.kind, "url": b.url, "max_concurrent": 1}
             for i, b in enumerate(backends)
         ]
-        raw: dict[str, Any] = {"backends": specs, "auth": {"tokens_file": "tokens.json"},
+        raw: dict[str, Any] = {"backends": specs, "auth": {"tokens_file": "tokens.json", **FAST_AUTH},
                                "database": "gw.db"}
         for section, values in sections.items():
             if isinstance(values, dict):
@@ -111,12 +119,21 @@ class GatewayFactory:
 
     def start(self, backends: list[FakeBackend] | list[dict[str, Any]] | None = None, *,
               config: GatewayConfig | None = None, clock: Callable[[], float] | None = None,
-              tokens: dict[str, Any] | None = None, **sections: Any) -> RunningGateway:
+              clocks: Clocks | None = None, tokens: dict[str, Any] | None = None,
+              hasher: PasswordHasher = FAST_HASHER, uvicorn: dict[str, Any] | None = None,
+              **sections: Any) -> RunningGateway:
+        """A gateway on a real uvicorn server, run as `seadragon-gw serve` runs it (the
+        gateway's protocol and limits, `proxy_headers=False`), in front of `backends`.
+
+        `sections` are config sections (`queue={...}`); `clock` is the queue's monotonic clock
+        (aging tests), `clocks` both clocks; `uvicorn` overrides server options.
+        """
         tokens_path = self.tmp_path / "tokens.json"
         tokens_path.write_text(json.dumps(TOKENS if tokens is None else tokens))
         config = config or self.config(backends or [], **sections)
-        app = create_app(config, Clocks(monotonic=clock) if clock else None)
-        server = ThreadedServer(app, server=config.server).start()  # as `seadragon-gw serve` runs
+        clocks = clocks or (Clocks(monotonic=clock) if clock else None)
+        app = create_app(config, clocks, hasher=hasher)
+        server = ThreadedServer(app, server=config.server, **(uvicorn or {})).start()
         self.started.append(server)
         return RunningGateway(server, app, config, tokens_path)
 

@@ -17,11 +17,10 @@ import yaml
 from seadragon_gw.auth.passwords import PasswordHasher
 from seadragon_gw.config import ConfigError, load_config, parse_config
 from seadragon_gw.gateway import Clocks
-from tests.conftest import FakeClock, GatewayFactory
+from tests.conftest import FAST_AUTH, FakeClock, GatewayFactory
 from tests.support.checks import native_error, poll
 from tests.support.fakebackend import FakeBackend
 from tests.support.identity import (
-    FAST_AUTH,
     PASSWORD,
     Admin,
     Shared,

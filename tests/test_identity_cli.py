@@ -15,11 +15,10 @@ import pytest
 import yaml
 
 from seadragon_gw.config import load_config
-from tests.conftest import GatewayFactory, RunningGateway
+from tests.conftest import FAST_AUTH, GatewayFactory, RunningGateway
 from tests.support.checks import poll
 from tests.support.fakebackend import FakeBackend
 from tests.support.identity import (
-    FAST_AUTH,
     Admin,
     bearer,
     from_ip,

@@ -22,9 +22,8 @@ import pytest
 from seadragon_gw.queue.errors import BUSY_MESSAGE
 from tests.conftest import ALICE, TOKENS, FakeClock, GatewayFactory, RunningGateway
 from tests.support.fakebackend import FakeBackend
-from tests.support.gwclient import (
-    Fleet, GatewayClient, chat, fleet_fixtures, markers, ndjson, sse_data, wait_until,
-)
+from tests.support.gwclient import GatewayClient, chat, markers, ndjson, sse_data, wait_until
+from tests.support.shared import Fleet, fleet_fixtures
 
 NATIVE = "/api/chat"
 OPENAI = "/v1/chat/completions"
@@ -69,7 +68,7 @@ def ok(*futures: Future[httpx.Response]) -> list[httpx.Response]:
 
 
 def test_priority_order(fleet: Fleet) -> None:
-    gw, client = fleet.get()
+    gw, client = fleet.queued()
     first = occupy(client, fleet.backend)
     queued = [enqueue(client, gw, NATIVE, chat(user), as_user(user)) for user in ("carol", "bob", "alice")]
     assert gw.waiting() == 3
@@ -85,7 +84,7 @@ def test_priority_order(fleet: Fleet) -> None:
     (21.0, ["old-p3", "fresh-p1"]),
 ])
 def test_aging_old_low_priority_beats_fresh_high_priority(fleet: Fleet, minutes: float, order: list[str]) -> None:
-    gw, client = fleet.get(clock=AGING_CLOCK)  # aging_per_minute: 0.1 (the default)
+    gw, client = fleet.queued(clock=AGING_CLOCK)  # aging_per_minute: 0.1 (the default)
     first = occupy(client, fleet.backend)
     old = enqueue(client, gw, NATIVE, chat("old-p3"), as_user("carol"))
     AGING_CLOCK.advance(minutes * 60)
@@ -96,7 +95,7 @@ def test_aging_old_low_priority_beats_fresh_high_priority(fleet: Fleet, minutes:
 
 
 def test_latest_alias_shares_one_queue_and_echoes_name(fleet: Fleet) -> None:
-    gw, client = fleet.get()
+    gw, client = fleet.queued()
     first = occupy(client, fleet.backend)
     bare = enqueue(client, gw, NATIVE, chat("bare", model="llama3"))
     tagged = enqueue(client, gw, NATIVE, chat("tagged", model="llama3:latest"))
@@ -132,7 +131,7 @@ def test_two_backends_share_load(gateways: GatewayFactory, backend: FakeBackend)
 
 @pytest.mark.parametrize("path", [NATIVE, OPENAI])
 def test_queue_full_is_503_with_retry_after(fleet: Fleet, path: str) -> None:
-    gw, client = fleet.get(max_waiting=1)
+    gw, client = fleet.queued(max_waiting=1)
     first = occupy(client, fleet.backend, path)
     second = enqueue(client, gw, path, chat("second"))
     refused = client.post(path, chat("third"))
@@ -150,7 +149,7 @@ def test_queue_full_is_503_with_retry_after(fleet: Fleet, path: str) -> None:
 
 
 def test_queue_timeout_non_stream_is_504(fleet: Fleet) -> None:
-    gw, client = fleet.get(timeout_s=0.5)
+    gw, client = fleet.queued(timeout_s=0.5)
     first = occupy(client, fleet.backend)
     late = client.post(NATIVE, chat("late"))
     assert late.status_code == 504
@@ -163,7 +162,7 @@ def test_queue_timeout_non_stream_is_504(fleet: Fleet) -> None:
 
 
 def test_queue_timeout_stream_ends_with_inband_error(fleet: Fleet) -> None:
-    gw, client = fleet.get(timeout_s=0.5)
+    gw, client = fleet.queued(timeout_s=0.5)
     first = occupy(client, fleet.backend)
     with client.stream(NATIVE, chat("late", stream=True)) as response:
         assert response.status_code == 200  # early headers: the status went out while queued
@@ -180,7 +179,7 @@ def test_queue_timeout_stream_ends_with_inband_error(fleet: Fleet) -> None:
 
 
 def test_early_headers_arrive_while_backend_is_held(fleet: Fleet) -> None:
-    gw, client = fleet.get()
+    gw, client = fleet.queued()
     first = occupy(client, fleet.backend)
     with client.stream(NATIVE, chat("queued", stream=True)) as response:
         assert response.status_code == 200
@@ -200,7 +199,7 @@ def test_early_headers_arrive_while_backend_is_held(fleet: Fleet) -> None:
     (OPENAI, False, True),
 ])
 def test_headers_wait_for_dispatch(fleet: Fleet, path: str, stream: bool, early: bool) -> None:
-    gw, client = fleet.get(early_headers=early)
+    gw, client = fleet.queued(early_headers=early)
     first = occupy(client, fleet.backend, path)
     headers_in = threading.Event()
     queued = enqueue(client, gw, path, chat("queued", stream=stream), on_headers=headers_in)
@@ -212,7 +211,7 @@ def test_headers_wait_for_dispatch(fleet: Fleet, path: str, stream: bool, early:
 
 
 def test_sse_keepalive_comments_before_data(fleet: Fleet) -> None:
-    gw, client = fleet.get(sse_keepalive_s=0.2)
+    gw, client = fleet.queued(sse_keepalive_s=0.2)
     first = occupy(client, fleet.backend, OPENAI)
     lines: list[str] = []
     with client.stream(OPENAI, chat("queued", stream=True)) as response:
@@ -254,7 +253,7 @@ class Tap(httpx2.HTTPTransport):
 
 
 def test_sse_keepalive_openai_client_parses_stream(fleet: Fleet) -> None:
-    gw, client = fleet.get(sse_keepalive_s=0.2)
+    gw, client = fleet.queued(sse_keepalive_s=0.2)
     first = occupy(client, fleet.backend, OPENAI)
     tap = Tap()
     with httpx2.Client(transport=tap) as http:
@@ -275,7 +274,7 @@ def test_sse_keepalive_openai_client_parses_stream(fleet: Fleet) -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_disconnect_while_waiting_leaves_queue(fleet: Fleet, stream: bool) -> None:
-    gw, client = fleet.get()
+    gw, client = fleet.queued()
     first = occupy(client, fleet.backend)
     sock = client.raw_post(NATIVE, chat("gone", stream=stream))
     wait_until(lambda: gw.waiting() == 1, "the raw request to be queued")
@@ -288,7 +287,7 @@ def test_disconnect_while_waiting_leaves_queue(fleet: Fleet, stream: bool) -> No
 
 
 def test_disconnect_mid_stream_frees_slot(fleet: Fleet) -> None:
-    gw, client = fleet.get()
+    gw, client = fleet.queued()
     fleet.backend.hold_mid_stream()
     with client.stream(NATIVE, chat("first", stream=True)) as response:
         assert orjson.loads(next(response.iter_lines()))["done"] is False

@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import ALICE
 from tests.support.fakebackend import FakeBackend
-from tests.support.gwclient import Fleet, GatewayClient, chat, fleet_fixtures, ndjson, sse_data
+from tests.support.gwclient import GatewayClient, chat, ndjson, sse_data
+from tests.support.shared import Fleet, fleet_fixtures
 
 NATIVE = "/api/chat"
 OPENAI = "/v1/chat/completions"
@@ -50,7 +51,7 @@ def openai_client(url: str) -> openai.OpenAI:
 
 
 def test_native_stream_is_not_buffered(fleet: Fleet) -> None:
-    _, client = fleet.get()
+    _, client = fleet.queued()
     _, first, rest = first_line_while_held(client, fleet.backend, NATIVE, chat(stream=True))
     assert orjson.loads(first)["message"]["content"] == TEXTS[0]
     lines = ndjson(rest)
@@ -59,7 +60,7 @@ def test_native_stream_is_not_buffered(fleet: Fleet) -> None:
 
 
 def test_sse_stream_is_not_buffered(fleet: Fleet) -> None:
-    _, client = fleet.get()
+    _, client = fleet.queued()
     _, first, rest = first_line_while_held(client, fleet.backend, OPENAI, chat(stream=True))
     assert first.startswith("data: ") and orjson.loads(first[len("data: "):])["object"] == "chat.completion.chunk"
     assert sse_data(rest)[-1] == "[DONE]"
@@ -67,7 +68,7 @@ def test_sse_stream_is_not_buffered(fleet: Fleet) -> None:
 
 @pytest.mark.parametrize(("path", "queued"), [(NATIVE, False), (NATIVE, True), (OPENAI, False)])
 def test_stream_headers_and_no_blank_ndjson_lines(fleet: Fleet, path: str, queued: bool) -> None:
-    _, client = fleet.get()
+    _, client = fleet.queued()
     first = None
     if queued:  # the early-headers path starts the response itself; it must frame the same way
         fleet.backend.hold()
@@ -94,7 +95,7 @@ def test_stream_headers_and_no_blank_ndjson_lines(fleet: Fleet, path: str, queue
 
 
 def test_ollama_client_streams_chat_and_generate(fleet: Fleet) -> None:
-    gw, _ = fleet.get()
+    gw, _ = fleet.queued()
     with ollama_client(gw.url) as client:
         parts = list(client.chat(model="llama3", messages=chat()["messages"], stream=True))
         assert [p.message.content for p in parts] == [*TEXTS, ""]
@@ -106,7 +107,7 @@ def test_ollama_client_streams_chat_and_generate(fleet: Fleet) -> None:
 
 
 def test_openai_client_streams_chat_and_completions(fleet: Fleet) -> None:
-    gw, _ = fleet.get()
+    gw, _ = fleet.queued()
     with openai_client(gw.url) as client:
         chunks = list(client.chat.completions.create(model="llama3", messages=chat()["messages"], stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "".join(TEXTS)
@@ -119,7 +120,7 @@ def test_openai_client_streams_chat_and_completions(fleet: Fleet) -> None:
 
 
 def test_native_mid_stream_failure_ends_with_error_line(fleet: Fleet) -> None:
-    gw, client = fleet.get()
+    gw, client = fleet.queued()
     fleet.backend.fail_mid_stream = True
     with client.stream(NATIVE, chat(stream=True)) as response:
         assert response.status_code == 200
@@ -132,7 +133,7 @@ def test_native_mid_stream_failure_ends_with_error_line(fleet: Fleet) -> None:
 
 
 def test_openai_mid_stream_failure_ends_with_error_event(fleet: Fleet) -> None:
-    gw, client = fleet.get()
+    gw, client = fleet.queued()
     fleet.backend.fail_mid_stream = True
     with client.stream(OPENAI, chat(stream=True)) as response:
         assert response.status_code == 200
@@ -146,7 +147,7 @@ def test_openai_mid_stream_failure_ends_with_error_event(fleet: Fleet) -> None:
 
 
 def test_upstream_error_status_reaches_streaming_client(fleet: Fleet) -> None:
-    gw, client = fleet.get()
+    gw, client = fleet.queued()
     body = {"error": 'model "x" not found'}
     fleet.backend.respond_status(404, body)
     with client.stream(NATIVE, chat(stream=True)) as response:  # dispatched at once: no early headers
@@ -162,7 +163,7 @@ def test_upstream_error_status_reaches_streaming_client(fleet: Fleet) -> None:
 def test_slow_backend_still_gets_client_headers_after_the_grace(fleet: Fleet, path: str, content_type: str) -> None:
     """A backend that sends nothing for a while (Ollama loading a model) must not trip the
     client's header timeout: after `header_grace_s` the client gets 200 and stream headers."""
-    _, client = fleet.get(header_grace_s=0.2)
+    _, client = fleet.queued(header_grace_s=0.2)
     fleet.backend.hold()
     with client.stream(path, chat(stream=True)) as response:
         assert fleet.backend.waiting == 1, "headers must come while the backend is still silent"
@@ -177,7 +178,7 @@ def test_slow_backend_still_gets_client_headers_after_the_grace(fleet: Fleet, pa
 
 
 def test_slow_backend_error_after_the_grace_ends_the_stream_in_band(fleet: Fleet) -> None:
-    _, client = fleet.get(header_grace_s=0.2)
+    _, client = fleet.queued(header_grace_s=0.2)
     fleet.backend.hold()
     fleet.backend.respond_status(404, {"error": 'model "llama3" not found, try pulling it first'})
     with client.stream(NATIVE, chat(stream=True)) as response:
@@ -192,7 +193,7 @@ def test_slow_backend_error_after_the_grace_ends_the_stream_in_band(fleet: Fleet
 
 @pytest.mark.parametrize("accept", ["application/json", "text/event-stream", "application/x-ndjson"])
 def test_native_streams_when_stream_is_absent(fleet: Fleet, accept: str) -> None:
-    _, client = fleet.get()
+    _, client = fleet.queued()
     headers, first, rest = first_line_while_held(client, fleet.backend, NATIVE, chat(stream=None),
                                                  {"Accept": accept})
     assert headers["content-type"] == "application/x-ndjson" and headers["x-accel-buffering"] == "no"
@@ -201,7 +202,7 @@ def test_native_streams_when_stream_is_absent(fleet: Fleet, accept: str) -> None
 
 @pytest.mark.parametrize("accept", ["application/json", "text/event-stream", "application/x-ndjson"])
 def test_openai_answers_one_object_when_stream_is_absent(fleet: Fleet, accept: str) -> None:
-    _, client = fleet.get()
+    _, client = fleet.queued()
     response = client.post(OPENAI, chat(stream=None), {"Accept": accept})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")

@@ -12,15 +12,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
-import pytest
 
-from tests.conftest import FakeClock, GatewayFactory, RunningGateway
 
 from .fakebackend import FakeBackend
 
@@ -112,58 +109,3 @@ class GatewayClient:
     def close(self) -> None:
         self.http.close()
         self._pool.shutdown(wait=False)
-
-
-class Fleet:
-    """Gateways started once per test module, one per distinct queue config (and clock), all in
-    front of one fake backend: gateway start-up is the slow part of these tests.
-
-    `settle()` runs after each test: it releases the fake, waits until every gateway's queues
-    and slots are empty, and forgets what the fake recorded, so tests cannot see each other.
-    """
-
-    def __init__(self, mktemp: Callable[[str], Path], backend: FakeBackend, headers: dict[str, str]) -> None:
-        self._mktemp = mktemp
-        self.backend = backend
-        self.headers = headers
-        self._running: dict[str, tuple[GatewayFactory, RunningGateway, GatewayClient]] = {}
-
-    def get(self, clock: FakeClock | None = None, **queue: Any) -> tuple[RunningGateway, GatewayClient]:
-        key = repr((id(clock) if clock else None, sorted(queue.items())))
-        if key not in self._running:
-            factory = GatewayFactory(self._mktemp("gw"))
-            gw = factory.start([self.backend], clock=clock, queue=queue)
-            self._running[key] = (factory, gw, GatewayClient(gw.url, self.headers))
-        _, gw, client = self._running[key]
-        return gw, client
-
-    def settle(self) -> None:
-        self.backend.reset()
-        for _, gw, _ in self._running.values():
-            wait_until(gw.drained, "the gateway to drain after the test")
-        self.backend.wait_idle()
-        self.backend.reset()
-
-    def close(self) -> None:
-        for factory, _, client in self._running.values():
-            client.close()
-            factory.close()
-
-
-def fleet_fixtures(headers: dict[str, str]) -> tuple[Any, Any]:
-    """`module_fleet, fleet = fleet_fixtures(ALICE)`: one Fleet per test module in front of
-    one fake backend, settled after every test."""
-
-    @pytest.fixture(scope="module")
-    def module_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-        with FakeBackend() as backend:
-            fleet = Fleet(tmp_path_factory.mktemp, backend, headers)
-            yield fleet
-            fleet.close()
-
-    @pytest.fixture
-    def fleet(module_fleet: Fleet) -> Iterator[Fleet]:
-        yield module_fleet
-        module_fleet.settle()
-
-    return module_fleet, fleet

@@ -7,7 +7,6 @@ tokens.json (an admin token), so no test needs an admin user before it needs one
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,44 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
-from seadragon_gw.app import create_app
-from seadragon_gw.auth.passwords import PasswordHasher
-from seadragon_gw.config import GatewayConfig
-from seadragon_gw.gateway import Clocks
-from tests.conftest import ADMIN, TOKENS, GatewayFactory, RunningGateway
+from tests.conftest import ADMIN, GatewayFactory, RunningGateway
 from tests.support.fakebackend import FakeBackend
+from tests.support.shared import SharedGateways
 from tests.support.gwclient import chat
-from tests.support.server import ThreadedServer
 
 PASSWORD = "correct horse battery"
-# argon2id with tiny costs: the default ones take ~0.3 s a hash on a small test machine.
-FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-
-
-# Credential changes made by another process (the CLI) and last-used times show up within
-# these intervals; the tests wait on conditions, so small values only make them quick.
-FAST_AUTH = {"credentials_poll_s": 0.05, "last_used_flush_s": 0.05, "tokens_check_s": 0.02}
-
-
 def start(factory: GatewayFactory, backends: list[FakeBackend] | None = None, *,
-          config: GatewayConfig | None = None, server: dict[str, Any] | None = None,
-          clocks: Clocks | None = None, hasher: PasswordHasher = FAST_HASHER,
-          **sections: Any) -> RunningGateway:
-    """`GatewayFactory.start`, with a cheap password hasher, short polling intervals
-    (`FAST_AUTH`, under any `auth` given) and optional uvicorn overrides.
-
-    uvicorn runs as `seadragon-gw serve` runs it (the gateway's protocol, `proxy_headers=False`:
-    uvicorn's default would rewrite the client address from `X-Forwarded-For` sent by 127.0.0.1
-    before the gateway sees the request, which is exactly the trust decision under test here).
-    """
-    tokens_path = factory.tmp_path / "tokens.json"
-    tokens_path.write_text(json.dumps(TOKENS))
-    sections["auth"] = {**FAST_AUTH, **sections.get("auth", {})}
-    config = config or factory.config(backends or [], **sections)
-    app = create_app(config, clocks, hasher=hasher)
-    running = ThreadedServer(app, server=config.server, **(server or {})).start()
-    factory.started.append(running)
-    return RunningGateway(running, app, config, tokens_path)
+          server: dict[str, Any] | None = None, **kwargs: Any) -> RunningGateway:
+    """`factory.start` with uvicorn overrides named as these tests name them."""
+    return factory.start(backends, uvicorn=server, **kwargs)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -158,14 +129,14 @@ class Shared:
 
 @contextlib.contextmanager
 def shared_gateway(tmp_path_factory: pytest.TempPathFactory, name: str, **sections: Any) -> Iterator[Shared]:
-    tmp_path = tmp_path_factory.mktemp(name)
-    with FakeBackend() as backend:
-        factory = GatewayFactory(tmp_path)
-        try:
-            gw = start(factory, [backend], **sections)
-            yield Shared(gw, backend, Admin(gw.url), tmp_path)
-        finally:
-            factory.close()
+    """One `SharedGateways` gateway for a whole module, with an admin client."""
+    root = tmp_path_factory.mktemp(name)
+    gateways = SharedGateways(lambda prefix: root)
+    try:
+        gw = gateways.get(**sections)
+        yield Shared(gw, gateways.backend, Admin(gw.url), root)
+    finally:
+        gateways.close()
 
 
 @contextlib.contextmanager
