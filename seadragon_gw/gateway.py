@@ -1,6 +1,6 @@
 """The gateway's parts, built together and complete from the start.
 
-`Gateway.open` runs inside the server's event loop (the store and aiohttp need it), opens
+`Gateway.open` runs inside the server's event loop (the store and the upstream pools need it), opens
 the database first and only then builds the parts that depend on it, so no field is ever
 None or filled in later. The HTTP layer reaches it through `api.context.gateway_of`.
 """
@@ -26,6 +26,7 @@ from .auth.tokens_file import TokenFile
 from .backends.registry import Registry
 from .config import GatewayConfig
 from .lifecycle.service import RequestService
+from .ops.operations import Operations
 from .queue.scheduler import Scheduler
 from .records.observers import Recorder
 from .store.bundle import Store
@@ -69,6 +70,7 @@ class Gateway:
     accounts: Accounts
     last_used: LastUsedBatcher
     admin: AdminService
+    ops: Operations
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -92,7 +94,7 @@ class Gateway:
         registry = Registry(config.backends, clocks.monotonic)
         scheduler = Scheduler(registry, config.queue, clock=clocks.monotonic)
         recorder = Recorder(clocks.wall)
-        requests = RequestService(registry, scheduler, recorder, config.queue)
+        requests = RequestService(registry, scheduler, recorder, config.queue, default_model=config.default_model)
         ac = config.auth
         sessions = SessionRepo(store.db, clocks.wall)
         credentials = CredentialCache(store, sessions, poll_s=ac.credentials_poll_s)
@@ -108,8 +110,9 @@ class Gateway:
         accounts = Accounts(store, sessions, jwt, passwords, throttle, credentials, clocks.wall)
         admin = AdminService(store, passwords, whitelist_priority=ac.whitelist_priority,
                              on_change=credentials.reload, clock=clocks.wall)
+        ops = Operations.build(config, registry, scheduler, requests, store.db, clocks.wall)
         return cls(config, clocks, store, registry, scheduler, recorder, requests, credentials, auth,
-                   accounts, last_used, admin)
+                   accounts, last_used, admin, ops)
 
     async def start(self) -> None:
         """Start the background work: credential polling, batching, health, dispatchers."""

@@ -1,34 +1,35 @@
-"""The HTTP client side: one pooled keep-alive aiohttp session per backend.
+"""The HTTP client side of the gateway: one keep-alive pool per backend, and every failure
+mapped to what it means.
 
-aiohttp replaced httpx here because it measured 3-6x less gateway CPU per proxied request
-(bench/RESULTS.md: ~160-250 us vs 650-3,100 us; httpx's pool checks every idle connection on
-each request). Everything the proxy needs is behind this small surface, so the choice stays a
-one-file decision; bench/httpx_upstream.py keeps the httpx version for comparison runs.
+The client is `backends/http1.py` (asyncio protocols + httptools' parser): it replaced aiohttp,
+which replaced httpx, each time because the proxy's CPU per request and per streamed token
+dropped by a large factor (bench/RESULTS.md; bench/aiohttp_upstream.py keeps the aiohttp
+version of this module for comparison runs). Everything the proxy needs is behind this small
+surface, so the choice stays a one-file decision.
 
 - no connection (refused, connect timeout, DNS) -> BackendUnreachable; silence longer than
   `read_timeout_s` before the headers or between body bytes -> BackendTimedOut; any other
   failure -> StreamBroken; each message names the backend and the reason in words. A stream
-  that breaks or stalls mid-body raises from `chunks()`.
-- no connection limit (the scheduler limits concurrency), keep-alive pooling, no redirects.
-- bodies are relayed raw (no decompression; the relay asks for `accept-encoding: identity`).
-- no cookie jar (one user's Set-Cookie must not be replayed for another), no proxy settings
-  from the environment, and no User-Agent/Content-Type of aiohttp's own.
-- the session is created on first use: aiohttp needs the running loop, and backends are built
-  before the server's loop starts.
+  that breaks or stalls mid-body raises from `chunks()` after the bytes that did arrive.
+- no connection limit (the scheduler limits concurrency), keep-alive pooling, no redirects,
+  no cookies, no proxy settings from the environment, bodies relayed raw.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import socket
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from ..errors import GatewayError, TimedOut, UpstreamFailed
+from .http1 import ConnectFailed, Pool, Response, ResponseFailed
 
 
 class UpstreamError(GatewayError):
@@ -50,14 +51,17 @@ class StreamBroken(UpstreamError, UpstreamFailed):
 
 def failure_reason(exc: BaseException) -> str:
     """What went wrong with a connection, as an operator would say it."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+    if isinstance(exc, ConnectFailed):
+        exc = exc.cause
+    if isinstance(exc, ResponseFailed):
+        return exc.reason
+    if isinstance(exc, socket.gaierror):
         return "host name not found"
     if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the backend closed the connection"
-    os_error = getattr(exc, "os_error", None) or (exc if isinstance(exc, OSError) else None)
-    number = getattr(os_error, "errno", None)
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or exc})"
+    number = getattr(exc, "errno", None)
     return _ERRNO_WORDS.get(number, "connection failed") if number is not None else "connection failed"
 
 
@@ -75,50 +79,35 @@ _ERRNO_WORDS = {
 class UpstreamResponse:
     status: int
     headers: list[tuple[bytes, bytes]]
-    _response: aiohttp.ClientResponse
+    _response: Response
     backend: str
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; raises UpstreamError if the stream breaks or stalls."""
-        content = self._response.content
+        """Body bytes as they arrive; raises UpstreamError if the stream breaks or stalls
+        (after the bytes that arrived before the failure)."""
+        response = self._response
         try:
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    return
+            while chunk := await response.chunk():
                 yield chunk
-        except TimeoutError:
-            raise BackendTimedOut(f"{self.backend} timed out while streaming") from None
-        except aiohttp.ClientError as exc:
-            leftover = _received_before_failure(content)
-            if leftover:
-                yield leftover
-            raise StreamBroken(f"{self.backend}: stream broke ({failure_reason(exc)})") from None
+        except ResponseFailed as exc:
+            raise _body_error(self.backend, exc, "while streaming") from None
 
     async def read(self) -> bytes:
         try:
             return await self._response.read()
-        except TimeoutError:
-            raise BackendTimedOut(f"{self.backend} timed out while answering") from None
-        except aiohttp.ClientError as exc:
-            raise StreamBroken(f"{self.backend}: answer broke off ({failure_reason(exc)})") from None
+        except ResponseFailed as exc:
+            raise _body_error(self.backend, exc, "while answering") from None
 
     async def aclose(self) -> None:
-        response = self._response
-        if response.content.at_eof():
-            response.release()   # body fully read: the connection goes back to the pool
-        else:
-            response.close()     # client left mid-stream: drop the connection, freeing the backend
+        """A fully read answer gives its connection back to the pool; a client that left
+        mid-stream drops the connection, so the backend stops generating."""
+        self._response.release()
 
 
-def _received_before_failure(content: aiohttp.StreamReader) -> bytes:
-    """Bytes the backend sent before its connection broke. aiohttp raises the stored error
-    before handing out what is still buffered, which would drop the backend's last chunks;
-    a client should get everything the backend wrote, then the in-band error."""
-    try:
-        return content._read_nowait(-1) if content._buffer else b""  # noqa: SLF001
-    except (AttributeError, aiohttp.ClientError, TimeoutError):
-        return b""
+def _body_error(label: str, exc: ResponseFailed, when: str) -> UpstreamError:
+    if exc.timed_out:
+        return BackendTimedOut(f"{label} timed out {when}")
+    return StreamBroken(f"{label}: stream broke ({exc.reason})")
 
 
 class Upstream:
@@ -127,43 +116,29 @@ class Upstream:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.label = f"backend '{name}' at {self.base_url}"
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=connect_timeout_s,
-                                              sock_read=read_timeout_s)
+        parts = urlsplit(self.base_url)
+        secure = parts.scheme == "https"
+        port = parts.port or (443 if secure else 80)
+        default_port = (secure and port == 443) or (not secure and port == 80)
+        host = parts.hostname or "127.0.0.1"
+        host_header = host if default_port else f"{host}:{port}"
+        self._prefix = parts.path
         self._auth = [("authorization", f"Bearer {api_key}")] if api_key else []
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        session = self._session
-        if session is None or session.closed:
-            # keepalive 4 s: below the 5 s idle timeout of uvicorn-based backends (vLLM,
-            # llama-cpp-python), so we drop an idle connection before the server does
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=4.0,
-                                             ttl_dns_cache=300)
-            session = self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False, skip_auto_headers=("User-Agent", "Content-Type"),
-                trust_env=False)
-        return session
-
-    def _url(self, path: str) -> URL:
-        return URL(self.base_url + path, encoded=True)
+        self._pool = Pool(host, port, host_header, connect_timeout_s, read_timeout_s,
+                          tls=ssl.create_default_context() if secure else None)
 
     async def open(self, method: str, path: str, headers: Iterable[tuple[str, str]],
                    content: bytes | AsyncIterator[bytes] | None) -> UpstreamResponse:
         """Send a request and return once the response headers are in."""
         try:
-            response = await self._client().request(
-                method, self._url(path), headers=[*headers, *self._auth], data=content,
-                allow_redirects=False)
-        except aiohttp.ClientConnectorError as exc:  # includes connect timeouts and DNS
+            response = await self._pool.request(method, self._prefix + path, [*headers, *self._auth], content)
+        except ConnectFailed as exc:
             raise self.unreachable(exc) from None
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise self.unreachable(exc) from None
-        except TimeoutError:
-            raise BackendTimedOut(f"{self.label} timed out before answering") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise StreamBroken(f"{self.label} failed ({failure_reason(exc)})") from None
-        return UpstreamResponse(response.status, list(response.raw_headers), response, self.label)
+        except ResponseFailed as exc:
+            if exc.timed_out:
+                raise BackendTimedOut(f"{self.label} timed out before answering") from None
+            raise StreamBroken(f"{self.label} failed ({exc.reason})") from None
+        return UpstreamResponse(response.status, response.headers, response, self.label)
 
     def unreachable(self, exc: BaseException) -> BackendUnreachable:
         return BackendUnreachable(f"{self.label} is unreachable ({failure_reason(exc)}); is it running?")
@@ -171,19 +146,20 @@ class Upstream:
     async def get_json(self, path: str, timeout_s: float = 5.0) -> Any:
         """Metadata fetch for discovery and health; raises UpstreamError on any failure."""
         try:
-            async with self._client().get(self._url(path), headers=self._auth, auto_decompress=True,
-                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-                body = await response.read()
-                if response.status >= 400:
-                    raise StreamBroken(f"{self.label}: {path} answered HTTP {response.status}")
+            async with asyncio.timeout(timeout_s):
+                response = await self.open("GET", path, [("accept", "application/json")], None)
+                try:
+                    body = await response.read()
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise BackendTimedOut(f"{self.label}: {path} timed out") from None
+        if response.status >= 400:
+            raise StreamBroken(f"{self.label}: {path} answered HTTP {response.status}")
+        try:
             return orjson.loads(body)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise self.unreachable(exc) from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise StreamBroken(f"{self.label}: {path} failed ({failure_reason(exc)})") from None
         except orjson.JSONDecodeError:
             raise StreamBroken(f"{self.label}: {path} is not valid JSON") from None
 
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        await self._pool.close()
