@@ -92,7 +92,7 @@ async def _run(gateway: Gateway, call: Call, receive: Receive) -> None:
     assert exchange is not None
     task = asyncio.current_task()
     assert task is not None
-    watch = None if call.spec.raw_body else DisconnectWatch(receive, task)
+    watch = None if call.spec.raw_body else DisconnectWatch(call.scope, receive, task)
     outcome: Outcome = "ok"
     error_text: str | None = None
     try:

@@ -42,6 +42,10 @@ _HEAD = 1  # the request head has begun (or the connection is new) and is not co
 _BODY = 2  # the head is complete and the body is not
 
 
+CONNECTION_GONE = "seadragon.connection_gone"
+"""Scope key: a future that is done once the client's connection is lost."""
+
+
 class HeadLimitExceeded(Exception):
     """Raised inside an httptools callback so that parsing stops at once."""
 
@@ -65,6 +69,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._wait_since = 0  # sweep tick at which the current wait began
         self._head_error: str | None = None
         self._accepted = False
+        self._gone: asyncio.Future[None] = self.loop.create_future()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -85,6 +90,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return  # refused in connection_made: uvicorn never saw it
         self.sweep.unwatch(self)
         super().connection_lost(exc)
+        if not self._gone.done():
+            self._gone.set_result(None)
         self.cap.closed(len(self.connections))
 
     def handle_websocket_upgrade(self) -> None:
@@ -157,6 +164,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._wait, self._wait_since = _BODY, self.sweep.ticks
+        # The app learns of a client that left from this future (DisconnectWatch), without a
+        # task per request waiting on `receive()` for it.
+        self.scope[CONNECTION_GONE] = self._gone  # type: ignore[literal-required]
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
