@@ -17,9 +17,15 @@ from . import banner
 from .api.admin_routes import admin_routes
 from .api.auth_routes import auth_routes
 from .api.context import request_id_of
+from .api.fastpath import FastPath
+from .api.jobs_routes import jobs_routes
 from .api.errors import ApiError, as_api_error, error_body, style_for_path
+from .api.ops_routes import ops_routes
 from .api.request_id import RequestIdMiddleware
 from .api.routes import OllamaPrefix, all_routes, native_routes
+from .api.seed_routes import seed_routes
+from .api.usage_routes import note_internal_error, usage_routes
+from .api.ws import ws_routes
 from .auth.passwords import PasswordHasher
 from .config import GatewayConfig
 from .errors import GatewayError
@@ -30,7 +36,7 @@ log = logging.getLogger("seadragon_gw")
 
 
 def create_app(config: GatewayConfig, clocks: Clocks | None = None,
-               hasher: PasswordHasher | None = None) -> Starlette:
+               hasher: PasswordHasher | None = None) -> FastPath:
     """The app; its gateway is opened when the server starts it (lifespan) and is then
     `app.state.gateway`."""
 
@@ -46,15 +52,19 @@ def create_app(config: GatewayConfig, clocks: Clocks | None = None,
             await gateway.close()
 
     routes = [*all_routes(), *auth_routes(), *admin_routes()]
+    routes += ops_routes()  # issue 8: queue control, health, stats, /metrics
+    routes += usage_routes()  # issue 8: usage log, crash log, missing models
+    routes += jobs_routes()  # issue 8: async jobs, seed 003's tasks
+    routes += [*ws_routes(), *seed_routes()]  # issue 8: /api/ws, seed 002's names without /api
     routes.append(Route("/api/ollama{rest:path}", OllamaPrefix(Router(native_routes()))))
-    return Starlette(
+    return FastPath(Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={ApiError: _api_error, GatewayError: _gateway_error, HTTPException: _http_error,
                             ClientDisconnect: _client_gone,
                             Exception: _unexpected},
-    )
+    ))
 
 
 async def _announce_bootstrap(gateway: Gateway) -> None:
@@ -105,6 +115,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     id header is added here."""
     log.error("unexpected error on %s %s: %s", request.method, request.url.path, type(exc).__name__,
               exc_info=exc)
+    note_internal_error(request, exc)
     response = _render(request, 500, "internal error")
     response.headers["x-request-id"] = request_id_of(request.scope)
     return response

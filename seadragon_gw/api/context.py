@@ -9,6 +9,9 @@ from ..errors import Unavailable
 from ..gateway import Gateway
 
 REQUEST_ID_KEY = "seadragon.request_id"
+ECHO_REQUEST_ID = "seadragon.echo_request_id"
+"""Scope key: the id as bytes when the handler's writer must put it in the head itself (the
+fast path has no middleware to do it)."""
 
 
 def gateway_of(where: Request | Scope) -> Gateway:

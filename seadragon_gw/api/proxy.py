@@ -26,8 +26,9 @@ from ..queue.errors import ShuttingDown
 from ..records.record import Outcome, RequestRecord
 from . import relay
 from .asgi import ClientGone, DisconnectWatch, header_map, read_body
-from .context import request_id_of
+from .context import ECHO_REQUEST_ID, request_id_of
 from .errors import ApiError, as_api_error, style_for_path
+from .jobs_routes import respond_async, submit_async
 from .validation import parse_json_object
 from .writer import HttpWriter
 
@@ -52,8 +53,12 @@ class Call:
 
 
 async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Receive, send: Send) -> None:
+    if spec.queued and respond_async(spec, scope):  # `Prefer: respond-async`: an async job
+        await submit_async(gateway, spec, scope, receive, send)
+        return
     record = gateway.recorder.start(request_id_of(scope), scope["method"], scope["path"])
-    writer = HttpWriter(send, style_for_path(scope["path"]), record, gateway.recorder.clock)
+    writer = HttpWriter(send, style_for_path(scope["path"]), record, gateway.recorder.clock,
+                        scope.get(ECHO_REQUEST_ID))
     call = Call(spec, scope, writer)
     try:
         await _admit(gateway, call, receive)

@@ -22,9 +22,10 @@ STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")
 
 
 class HttpWriter:
-    __slots__ = ("_send", "style", "record", "started", "status", "event_open", "_clock")
+    __slots__ = ("_send", "style", "record", "started", "status", "event_open", "_clock", "_echo")
 
-    def __init__(self, send: Send, style: ErrorStyle, record: RequestRecord, clock: Callable[[], float]) -> None:
+    def __init__(self, send: Send, style: ErrorStyle, record: RequestRecord, clock: Callable[[], float],
+                 echo_id: bytes | None = None) -> None:
         self._send = send
         self.style = style
         self.record = record
@@ -32,13 +33,17 @@ class HttpWriter:
         self.status = 0
         self.event_open = False  # an SSE event is half written (no blank line yet)
         self._clock = clock
+        self._echo = echo_id
 
     @property
     def stream_type(self) -> bytes:
         return EVENT_STREAM if self.style == "openai" else NDJSON
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Send the head; `headers` is the caller's fresh list (extended here)."""
         self.started, self.status = True, status
+        if self._echo is not None:
+            headers.append((b"x-request-id", self._echo))
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def start_stream(self, status: int = 200, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
