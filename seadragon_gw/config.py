@@ -86,11 +86,37 @@ class BackendConfig:
 
 
 @dataclass
+class HealthConfig:
+    # Who sees backend names, URLs and errors on /health: "authenticated" (any credential) or
+    # "public"; anonymous callers always get the status.
+    detail: Literal["authenticated", "public"] = "authenticated"
+    database_timeout_s: float = 2.0
+
+
+@dataclass
+class StatsConfig:
+    # Queue-wait percentiles and averages cover `window_s`; requests_per_minute `rate_window_s`.
+    window_s: float = 900.0
+    rate_window_s: float = 60.0
+    samples_per_model: int = 2048
+    max_models: int = 64
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = True
+    public: bool = False  # /metrics without an admin credential
+
+
+@dataclass
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     backends: list[BackendConfig] = field(default_factory=list)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     database: str = "seadragon.db"
     database_check_s: float = 5.0  # how often the file is checked (deleted, made read-only)
     base_dir: str = "."
@@ -211,6 +237,15 @@ def _check_semantics(config: GatewayConfig) -> None:
                 "credentials_poll_s", "last_used_flush_s"):
         if getattr(config.auth, key) <= 0:
             raise ConfigError(f"auth.{key}: must be positive")
+    _check_operations(config)
+
+
+def _check_operations(config: GatewayConfig) -> None:
+    if config.health.database_timeout_s <= 0:
+        raise ConfigError("health.database_timeout_s: must be positive")
+    for key in ("window_s", "rate_window_s", "samples_per_model", "max_models"):
+        if getattr(config.stats, key) <= 0:
+            raise ConfigError(f"stats.{key}: must be positive")
 
 
 def _kind(value: Any) -> str:

@@ -85,21 +85,19 @@ def test_an_unknown_model_on_an_answering_backend_stays_404(gw: RunningGateway) 
     assert (response.status_code, response.json()) == (404, {"error": "model 'nope' not found"})
 
 
-def test_health_with_a_healthy_backend(gw: RunningGateway) -> None:
-    response = httpx.get(gw.url + "/health")
+def test_health_with_a_healthy_backend(gw: RunningGateway, backend: FakeBackend) -> None:
+    response = httpx.get(gw.url + "/health", headers=ALICE)
     assert response.status_code == 200
     report = response.json()
-    assert report["status"] == "ok" and report["queued"] == 0
-    (backend,) = report["backends"]
-    assert {k: backend[k] for k in ("name", "kind", "state", "healthy", "active", "max_concurrent", "error")} == {
-        "name": "b0", "kind": "ollama", "state": "up", "healthy": True, "active": 0, "max_concurrent": 1,
-        "error": None}
-    assert backend["models"] == 3
+    assert report["status"] == "healthy" and report["queue"] == {"waiting": 0, "processing": 0}
+    assert report["backends"] == [{
+        "name": "b0", "kind": "ollama", "url": backend.url, "state": "up", "healthy": True, "active": 0,
+        "max_concurrent": 1, "models": 3, "error": None}]
 
 
 # -- passive health ---------------------------------------------------------------------
 def _health(gw: RunningGateway) -> dict[str, Any]:
-    return {b["name"]: b for b in httpx.get(gw.url + "/health").json()["backends"]}
+    return {b["name"]: b for b in httpx.get(gw.url + "/health", headers=ALICE).json()["backends"]}
 
 
 def test_a_failed_connect_marks_the_backend_down_at_once(gateways: GatewayFactory) -> None:

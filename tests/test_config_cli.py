@@ -162,10 +162,10 @@ def test_console_script_serves_with_backend_down(served: tuple[subprocess.Popen,
     root = poll(lambda: proc.poll() is not None or _answers(url + "/"), timeout=20, what="gateway up")
     assert proc.poll() is None, proc.communicate(timeout=5)[1]
     assert root.status_code == 200 and root.text == "Ollama is running"
-    health = httpx.get(url + "/health", timeout=5)
+    health = httpx.get(url + "/health", headers={"Authorization": "Bearer tok-alice"}, timeout=5)
     report = health.json()
-    assert [(b["name"], b["healthy"]) for b in report["backends"]] == [("gone", False)]
-    assert report["status"] != "ok"
+    assert health.status_code == 503 and report["status"] == "unhealthy"
+    assert [(b["name"], b["state"]) for b in report["backends"]] == [("gone", "down")]
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=15)
     # uvicorn shuts down gracefully, then re-raises the captured SIGTERM (exit status -15)

@@ -1,4 +1,4 @@
-"""Routes the gateway answers itself: health, version and merged model listings.
+"""Routes the gateway answers itself: version and merged model listings (health is ops_routes').
 
 These bypass the queue: Roo calls /api/tags and /api/show before every chat turn, and they
 must not wait behind inference.
@@ -61,15 +61,3 @@ async def openai_model(request: Request) -> Response:
         raise NotFound(f"model '{name}' not found")
     return json_response(model)
 
-
-async def health(request: Request) -> Response:
-    gateway = gateway_of(request)
-    backends = [
-        {"name": b.name, "kind": b.kind, "state": b.state.value, "healthy": b.healthy, "active": b.active,
-         "max_concurrent": b.config.max_concurrent, "models": len(b.models), "error": b.last_error}
-        for b in gateway.registry.backends
-    ]
-    ok = any(b.healthy for b in gateway.registry.backends)
-    report = {"status": "ok" if ok else "degraded", "backends": backends,
-              "queued": gateway.scheduler.waiting(), "version": __version__}
-    return json_response(report, status=200 if ok else 503)

@@ -81,7 +81,6 @@ class OllamaPrefix:
 
 def all_routes() -> list[BaseRoute]:
     return [
-        Route("/health", metadata.health, methods=["GET"]),
         *native_routes(),
         *openai_routes(),
     ]
