@@ -82,8 +82,18 @@ def serve(config: GatewayConfig, args: argparse.Namespace) -> int:
                 text += banner.first_user(banner.shown_path(tokens_path), first.name, url, first.token, model, kind)
             print(text, flush=True)  # the console, never the log: it may carry the new token
 
-        serving.run(app, uvicorn_options(config.server), sock, announce)
+        serving.run(app, uvicorn_options(config.server), sock, announce, lambda: _stop_accepting(app))
     return 0
+
+
+def _stop_accepting(app: Any) -> None:
+    """A stop signal arrived: the gateway refuses new requests and answers waiting ones."""
+    from .gateway import Gateway
+    from .shutdown import stop_accepting
+
+    gateway = getattr(app.state, "gateway", None)
+    if isinstance(gateway, Gateway):  # else start-up failed and there is nothing to stop
+        stop_accepting(gateway)
 
 
 def config_path(args: argparse.Namespace) -> str:

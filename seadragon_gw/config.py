@@ -72,6 +72,19 @@ class QueueConfig:
 
 
 @dataclass
+class WebSocketConfig:
+    """`/api/ws`: a browser that cannot send headers authenticates by its first message within
+    `auth_timeout_s`; a socket with nothing running is closed after `idle_timeout_s` of silence;
+    one socket runs at most `max_requests` at once; a queued request hears its position every
+    `queued_every_s`."""
+
+    auth_timeout_s: float = 5.0
+    idle_timeout_s: float = 300.0
+    max_requests: int = 8
+    queued_every_s: float = 15.0
+
+
+@dataclass
 class BackendConfig:
     name: str
     url: str
@@ -117,6 +130,8 @@ class GatewayConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    default_model: str | None = None  # seed 000: used when an inference request names no model
     database: str = "seadragon.db"
     database_check_s: float = 5.0  # how often the file is checked (deleted, made read-only)
     base_dir: str = "."
@@ -228,6 +243,11 @@ def _check_semantics(config: GatewayConfig) -> None:
         raise ConfigError("queue.timeout_s: must be positive")
     if config.database_check_s <= 0:
         raise ConfigError("database_check_s: must be positive")
+    if config.default_model is not None and not config.default_model.strip():
+        raise ConfigError("default_model: must be a model name (leave it out for none)")
+    for key in ("auth_timeout_s", "idle_timeout_s", "max_requests", "queued_every_s"):
+        if getattr(config.websocket, key) <= 0:
+            raise ConfigError(f"websocket.{key}: must be positive")
     if config.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: must be at least 1024")
     for key in ("header_timeout_s", "body_timeout_s", "keepalive_s", "max_connections"):

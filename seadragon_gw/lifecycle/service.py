@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from ..auth.principal import Principal
 from ..backends.backend import Backend
 from ..backends.registry import Registry
@@ -64,6 +66,7 @@ class Exchange:
     position: int
     deadline: float
     rewrite: Rewrite | None = None
+    rebody: bool = False  # the payload gained a field (default_model): send it, not the bytes
     _released: bool = field(default=False, init=False)
 
     @property
@@ -102,6 +105,8 @@ class Exchange:
         assert backend is not None, "open() before the slot was leased"
         self.record.backend = backend.name
         if isinstance(body, bytes) or body is None:
+            if self.rebody and payload is not None:
+                body = orjson.dumps(payload)
             body, self.rewrite = body_for(backend, body, payload)
         registry = self.service.registry
         try:
@@ -137,8 +142,10 @@ class AdmissionCheck(Protocol):
 
 class RequestService:
     def __init__(self, registry: Registry, scheduler: Scheduler, recorder: Recorder,
-                 config: QueueConfig, checks: list[AdmissionCheck] | None = None) -> None:
+                 config: QueueConfig, checks: list[AdmissionCheck] | None = None,
+                 default_model: str | None = None) -> None:
         self.registry = registry
+        self.default_model = default_model
         self.scheduler = scheduler
         self.recorder = recorder
         self.config = config
@@ -158,6 +165,7 @@ class RequestService:
         record.client_id, record.priority, record.stream = principal.client, principal.priority, stream
         if self._refusal is not None:
             raise self._refusal
+        rebody = self._fill_default_model(spec, payload)
         name = self._model_name(spec, payload)
         record.model = name
         self._check_model_fields(spec, payload, principal)
@@ -167,10 +175,10 @@ class RequestService:
         for rule in self.checks:
             rule.check(record, principal)
         if backend is not None or not spec.queued:
-            return Exchange(self, record, spec, principal, name, None, backend, 0, deadline)
+            return Exchange(self, record, spec, principal, name, None, backend, 0, deadline, rebody=rebody)
         record.queued_at = self.recorder.clock()
         entry, position = self.scheduler.submit(key, principal.priority, record)
-        exchange = Exchange(self, record, spec, principal, name, entry, None, position, deadline)
+        exchange = Exchange(self, record, spec, principal, name, entry, None, position, deadline, rebody=rebody)
         if position == 0:
             exchange.backend = entry.backend
             record.granted_at = record.queued_at
@@ -182,6 +190,16 @@ class RequestService:
         self.recorder.finish(record, outcome_of(error), status, message)
 
     # -- routing ------------------------------------------------------------------------
+    def _fill_default_model(self, spec: RouteSpec, payload: dict[str, Any] | None) -> bool:
+        """Seed 000: an inference request naming no model gets `default_model`, written into
+        the payload so the backend is told it too. True when the payload was changed."""
+        if self.default_model is None or payload is None or not spec.queued or spec.model_field != "model":
+            return False
+        if payload.get("model") is not None or payload.get("name") is not None:
+            return False
+        payload["model"] = self.default_model
+        return True
+
     @staticmethod
     def _model_name(spec: RouteSpec, payload: dict[str, Any] | None) -> str | None:
         field_name = spec.model_field

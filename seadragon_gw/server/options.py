@@ -27,4 +27,5 @@ def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
         "server_header": False,
         "timeout_keep_alive": server.keepalive_s,
         "timeout_graceful_shutdown": server.shutdown_grace_s,
+        "ws_max_size": server.max_body_bytes,  # a WebSocket message is a request body too (/api/ws)
     }
