@@ -27,6 +27,7 @@ import collections
 import errno
 import ssl
 import time
+from typing import cast
 from collections.abc import AsyncIterator
 import httptools
 
@@ -170,8 +171,8 @@ class Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.response is None:  # bytes while idle: not a server we can trust with the next request

@@ -89,7 +89,7 @@ class ThreadedServer:
 
     def _uvicorn_kwargs(self) -> dict[str, Any]:
         """Built per start: the gateway protocol class holds one server's cap and sweep."""
-        kwargs: dict[str, Any] = {"loop": "asyncio", "interface": "asgi3", "lifespan": "on",
+        kwargs: dict[str, Any] = {"loop": "auto", "interface": "asgi3", "lifespan": "on",
                                   "log_level": "warning", "timeout_graceful_shutdown": 2}
         if self._server_config is not None:
             kwargs.update(uvicorn_options(self._server_config))
