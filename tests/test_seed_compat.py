@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import orjson
 import pytest
+from websockets.sync.client import connect
 
 from seadragon_gw.config import ConfigError, parse_config
 from tests.conftest import ALICE, GatewayFactory, RunningGateway
@@ -38,6 +41,17 @@ def test_default_model_on_the_openai_and_generate_routes(defaulted: RunningGatew
     generate = httpx.post(defaulted.url + "/api/generate", json={"prompt": "hi", "stream": False}, headers=ALICE)
     assert (openai.status_code, generate.status_code) == (200, 200), (openai.text, generate.text)
     assert [(r.json or {}).get("model") for r in backend.inference_requests()] == ["qwen2.5:7b", "qwen2.5:7b"]
+
+
+def test_default_model_over_the_websocket(defaulted: RunningGateway, backend: FakeBackend) -> None:
+    url = defaulted.url.replace("http://", "ws://", 1) + "/api/ws"
+    with connect(url, additional_headers=ALICE, open_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=5)) == {"type": "ready"}
+        ws.send(json.dumps({"id": "1", "route": "/api/chat", "body": NO_MODEL}))
+        assert json.loads(ws.recv(timeout=5))["chunk"]["model"] == "qwen2.5:7b"
+        assert json.loads(ws.recv(timeout=5))["done"] is True
+    (sent,) = backend.inference_requests()
+    assert sent.json == {**NO_MODEL, "model": "qwen2.5:7b"}
 
 
 def test_a_request_naming_its_model_keeps_it(defaulted: RunningGateway, backend: FakeBackend) -> None:
