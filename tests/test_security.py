@@ -245,6 +245,11 @@ ADMIN_CALLS = [
     ("GET", "/api/admin/users", None),
     ("POST", "/api/admin/users/victim/deactivate", None),
     ("POST", "/api/admin/users/sleeper/activate", None),
+    ("GET", "/api/admin/stats", None),  # operations: queue, stats, metrics
+    ("GET", "/api/admin/queue/llama3", None),
+    ("GET", "/admin/queue/llama3", None),
+    ("POST", "/api/queue/clear", None),
+    ("GET", "/metrics", None),
 ]
 # Which route template each call exercises, to check the list covers the app's routes.
 ADMIN_TEMPLATES = {
@@ -252,6 +257,7 @@ ADMIN_TEMPLATES = {
     ("GET", "/api/admin/tokens"), ("POST", "/api/admin/tokens"), ("GET", "/api/admin/apikeys"),
     ("POST", "/api/admin/apikeys"), ("DELETE", "/api/admin/apikeys/{key}"), ("GET", "/api/admin/users"),
     ("POST", "/api/admin/users/{username}/{action:str}"),
+    ("GET", "/api/admin/stats"), ("GET", "/api/admin/queue/{model:path}"),
 }
 
 
