@@ -7,6 +7,7 @@ from starlette.types import Scope
 
 from ..errors import Unavailable
 from ..gateway import Gateway
+from ..records.record import RequestIds
 
 REQUEST_ID_KEY = "seadragon.request_id"
 ECHO_REQUEST_ID = "seadragon.echo_request_id"
@@ -26,3 +27,9 @@ def gateway_of(where: Request | Scope) -> Gateway:
 def request_id_of(scope: Scope) -> str:
     """Set for every request by `RequestIdMiddleware`."""
     return str(scope.get(REQUEST_ID_KEY, ""))
+
+
+def request_ids_of(scope: Scope) -> RequestIds | None:
+    """The running gateway's id maker (None while it starts)."""
+    gateway = getattr(scope["app"].state, "gateway", None)
+    return gateway.recorder.ids if isinstance(gateway, Gateway) else None

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import GatewayError
 from ..records.record import request_id_from
-from .context import ECHO_REQUEST_ID, REQUEST_ID_KEY
+from .context import ECHO_REQUEST_ID, REQUEST_ID_KEY, request_ids_of
 from .errors import as_api_error, error_body, style_for_path
 from .routes import Forward
 
@@ -61,7 +61,7 @@ class FastPath:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 header = value
-        request_id = scope[REQUEST_ID_KEY] = request_id_from(header)
+        request_id = scope[REQUEST_ID_KEY] = request_id_from(header, request_ids_of(scope))
         scope[ECHO_REQUEST_ID] = request_id.encode()
         try:
             await endpoint(scope, receive, send)

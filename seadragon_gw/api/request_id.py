@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..records.record import request_id_from
-from .context import REQUEST_ID_KEY
+from .context import REQUEST_ID_KEY, request_ids_of
 
 _HEADER = b"x-request-id"
 
@@ -26,7 +26,7 @@ class RequestIdMiddleware:
         for name, value in scope["headers"]:
             if name == _HEADER:
                 header = value
-        request_id = scope[REQUEST_ID_KEY] = request_id_from(header)
+        request_id = scope[REQUEST_ID_KEY] = request_id_from(header, request_ids_of(scope))
         encoded = request_id.encode()
 
         async def send_with_id(message: Message) -> None:

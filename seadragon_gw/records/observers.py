@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .record import Outcome, RequestRecord
+from .record import Outcome, RequestIds, RequestRecord
 
 log = logging.getLogger("seadragon_gw.requests")
 
@@ -26,6 +26,7 @@ class Recorder:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
+        self.ids = RequestIds()
         self._observers: list[RecordObserver] = []
 
     def subscribe(self, observer: RecordObserver) -> None:

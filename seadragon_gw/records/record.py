@@ -7,6 +7,7 @@ metrics, the usage log and rate limiting hang on that one event.
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 from dataclasses import dataclass
@@ -17,14 +18,29 @@ Outcome = Literal["ok", "client_gone", "queue_timeout", "rejected", "upstream_er
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
-def request_id_from(header: bytes | None) -> str:
+class RequestIds:
+    """Fresh request ids: 24 hex digits, a random per-process prefix and a counter.
+
+    Unique, not secret (they are echoed and logged), so no system random call per request:
+    `secrets.token_hex` was ~5% of the gateway's CPU per proxied request.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(6)
+        self._next = itertools.count(1).__next__
+
+    def new(self) -> str:
+        return f"{self._prefix}{self._next():012x}"
+
+
+def request_id_from(header: bytes | None, ids: RequestIds | None = None) -> str:
     """The client's `X-Request-ID` when it is a sane token (so it can be logged and echoed
-    safely), else a fresh random one."""
+    safely), else a fresh one."""
     if header is not None:
         text = header.decode("latin-1").strip()
         if _SANE_ID.fullmatch(text):
             return text
-    return secrets.token_hex(12)
+    return ids.new() if ids is not None else secrets.token_hex(12)
 
 
 @dataclass(slots=True, eq=False)
@@ -53,6 +69,7 @@ class RequestRecord:
     backend: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    model_missing: bool = False  # refused: no backend serves the model (the missing-models log)
 
     @property
     def queue_wait_s(self) -> float | None:
