@@ -33,6 +33,7 @@ from ..queue.errors import QueueCleared, QueueTimeout
 from ..queue.scheduler import Scheduler
 from ..records.observers import Recorder
 from ..records.record import Outcome, RequestRecord
+from .errors import ModelNotFound
 from .forwarding import Rewrite, body_for
 from .route import RouteSpec
 
@@ -85,12 +86,13 @@ class Exchange:
             remaining = self.deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 raise self._timeout()
+            wait_s = remaining if step is None else min(remaining, step)
             try:
-                await asyncio.wait_for(asyncio.shield(granted), min(remaining, step or remaining))
+                await asyncio.wait_for(asyncio.shield(granted), wait_s)
             except TimeoutError:
                 if not granted.done():
-                    if asyncio.get_running_loop().time() >= self.deadline:
-                        raise self._timeout() from None
+                    if wait_s >= remaining:  # the deadline, not a keepalive step (no clock re-read:
+                        raise self._timeout() from None  # timers may fire a hair early)
                     return False
         self.backend = granted.result()
         self.record.granted_at = self.service.recorder.clock()
@@ -157,10 +159,12 @@ class RequestService:
         self._refusal = error
 
     def admit(self, record: RequestRecord, principal: Principal, spec: RouteSpec,
-              payload: dict[str, Any] | None, stream: bool = False) -> Exchange:
+              payload: dict[str, Any] | None, stream: bool = False, *, enqueued_at: float | None = None,
+              timeout_s: float | None = None) -> Exchange:
         """Check the request, find its backend or queue, and enter the queue (inference).
         Raises for anything refused: bad model field, model not allowed, not found, queue
-        full, shutting down."""
+        full, shutting down. An async job passes `enqueued_at` (its submission, on the
+        scheduler's clock: it ages from then) and its own queue `timeout_s`."""
         record.credential_kind, record.credential_name = principal.kind, principal.name
         record.client_id, record.priority, record.stream = principal.client, principal.priority, stream
         if self._refusal is not None:
@@ -170,23 +174,25 @@ class RequestService:
         record.model = name
         self._check_model_fields(spec, payload, principal)
         loop_time = asyncio.get_running_loop().time()
-        deadline = loop_time + self.config.timeout_s
+        deadline = loop_time + (self.config.timeout_s if timeout_s is None else timeout_s)
         key, backend = self._route(spec, principal, name)
         for rule in self.checks:
             rule.check(record, principal)
         if backend is not None or not spec.queued:
             return Exchange(self, record, spec, principal, name, None, backend, 0, deadline, rebody=rebody)
-        record.queued_at = self.recorder.clock()
-        entry, position = self.scheduler.submit(key, principal.priority, record)
+        now = self.recorder.clock()
+        record.queued_at = now if enqueued_at is None else now - (self.scheduler.clock() - enqueued_at)
+        entry, position = self.scheduler.submit(key, principal.priority, record, enqueued_at=enqueued_at)
         exchange = Exchange(self, record, spec, principal, name, entry, None, position, deadline, rebody=rebody)
         if position == 0:
             exchange.backend = entry.backend
-            record.granted_at = record.queued_at
+            record.granted_at = now
         return exchange
 
     def reject(self, record: RequestRecord, error: BaseException, status: int) -> None:
         """Finish the record of a request refused before it was admitted."""
         message = error.message if isinstance(error, GatewayError) else None
+        record.model_missing = isinstance(error, ModelNotFound)
         self.recorder.finish(record, outcome_of(error), status, message)
 
     # -- routing ------------------------------------------------------------------------
@@ -258,7 +264,7 @@ class RequestService:
         silent = self.registry.undiscovered(kind)
         if silent:
             return Unavailable(silent[0].lifecycle.reason, retry_after_s=self.config.retry_after_s)
-        return NotFound(f"model '{name}' not found")
+        return ModelNotFound(f"model '{name}' not found")
 
     def any_backend(self, kind: str | None) -> Backend:
         options = [b for b in self.registry.backends if kind in (None, b.kind) and b.may_try]
