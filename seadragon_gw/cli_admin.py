@@ -37,6 +37,12 @@ def add_admin_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser],
     p = command(admin, "create", admin_create, "create an admin user")
     p.add_argument("username")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--tier", default=None, help="rate-limit tier (a rate_limits.tiers name)")
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
+    p = command(users, "set-tier", users_set_tier, "give a user a rate-limit tier ('default' for none)")
+    p.add_argument("username")
+    p.add_argument("tier")
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     p = command(keys, "create", keys_create, "create an API key (shown once)")
@@ -45,6 +51,7 @@ def add_admin_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser],
     p.add_argument("--expires-in-days", type=float, default=None)
     p.add_argument("--models", default=None, help="comma-separated allowed models")
     p.add_argument("--rate-limit", type=int, default=None, help="requests per minute")
+    p.add_argument("--tier", default=None, help="rate-limit tier (a rate_limits.tiers name)")
     p.add_argument("--admin", action="store_true", help="admin scope")
     command(keys, "list", keys_list, "list API keys (never the keys themselves)")
     p = command(keys, "revoke", keys_revoke, "revoke a key by id or prefix")
@@ -72,7 +79,8 @@ def run_store_command(config: GatewayConfig, args: argparse.Namespace) -> int:
         store = await Store.open(config.resolve_path(config.database), watch_interval_s=None)
         try:
             service = AdminService(store, BoundedHasher(PasswordHasher(), slots=1),
-                                   whitelist_priority=config.auth.whitelist_priority, on_change=_nothing)
+                                   whitelist_priority=config.auth.whitelist_priority, on_change=_nothing,
+                                   tiers=config.rate_limits.tiers)
             return int(await args.store_command(service, args))
         except GatewayError as exc:
             return _fail(exc.message)
@@ -111,8 +119,18 @@ async def admin_create(admin: AdminService, args: argparse.Namespace) -> int:
         password = _read_password(args.password_stdin)
     except ValueError as exc:
         return _fail(str(exc))
-    user = await admin.create_user({"username": args.username, "password": password, "is_admin": True}, CONSOLE)
+    fields: dict[str, object] = {"username": args.username, "password": password, "is_admin": True}
+    if args.tier is not None:
+        fields["tier"] = args.tier
+    user = await admin.create_user(fields, CONSOLE)
     print(f"admin '{user.username}' created")
+    return 0
+
+
+async def users_set_tier(admin: AdminService, args: argparse.Namespace) -> int:
+    tier = None if args.tier == "default" else args.tier
+    user = await admin.change_user(args.username, {"tier": tier}, CONSOLE)
+    print(f"user '{user.username}' now has {'tier ' + user.tier if user.tier else 'the default limits'}")
     return 0
 
 
@@ -124,9 +142,12 @@ async def keys_create(admin: AdminService, args: argparse.Namespace) -> int:
         fields["allowed_models"] = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.rate_limit is not None:
         fields["rate_limit_per_min"] = args.rate_limit
+    if args.tier is not None:
+        fields["tier"] = args.tier
     created = await admin.create_key(fields, CONSOLE)
     key = created.key
-    print(f"API key {key.id} ({key.prefix}) for '{key.name}', priority {key.priority}.")
+    tier = f", tier {key.tier}" if key.tier else ""
+    print(f"API key {key.id} ({key.prefix}) for '{key.name}', priority {key.priority}{tier}.")
     print("Store it now; it is not shown again:")
     print(created.plaintext)
     return 0

@@ -122,11 +122,68 @@ class MetricsConfig:
 
 
 @dataclass
+class RateTier:
+    """One rate-limit tier: a token bucket (`per_minute` refill, `burst` capacity) and optional
+    daily quotas (None: no quota), counted per client and reset at UTC midnight."""
+
+    per_minute: float = 60.0
+    burst: int = 10
+    requests_per_day: int | None = None
+    tokens_per_day: int | None = None
+
+
+@dataclass
+class RateLimitsConfig:
+    """Off unless enabled (config.yaml enables it); `default` applies to every client without
+    a tier; `tiers` are assigned to API keys, users and tokens.json entries by name."""
+
+    enabled: bool = False
+    default: RateTier = field(default_factory=RateTier)
+    tiers: dict[str, RateTier] = field(default_factory=dict)
+    max_clients: int = 10000  # buckets kept; the least recently used beyond it are dropped
+
+
+@dataclass
+class UsageConfig:
+    """The usage log (every finished request, batched into SQLite), crash and missing-model logs."""
+
+    enabled: bool = True
+    flush_s: float = 2.0
+    retention_days: float = 30.0
+    max_batch: int = 10000  # records held while the database is down; the oldest go first
+    prune_s: float = 3600.0
+
+
+@dataclass
+class JobsConfig:
+    """Async jobs (`POST /api/jobs`, `Prefer: respond-async`): kept `retention_hours` after they
+    end; a job not started within `queue_timeout_s` of its submission fails. At most
+    `admit_window` jobs per model wait inside the scheduler's queue at once (the rest wait in
+    the database and an index, so 100k queued jobs cost no task each); one that could not enter
+    (queue full, backends draining) tries again after `retry_s`. Webhooks go only to hosts named
+    in `callback_hosts` (empty: off), `callback_attempts` times, waiting `callback_backoff_s`,
+    doubling, between tries."""
+
+    retention_hours: float = 24.0
+    prune_s: float = 600.0
+    queue_timeout_s: float = 86400.0
+    admit_window: int = 4
+    retry_s: float = 2.0
+    list_limit: int = 100
+    callback_hosts: list[str] = field(default_factory=list)
+    callback_attempts: int = 5
+    callback_backoff_s: float = 2.0
+    callback_timeout_s: float = 10.0
+
+
+@dataclass
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     backends: list[BackendConfig] = field(default_factory=list)
+    rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -194,12 +251,24 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
             allowed = ", ".join(repr(a) for a in typing.get_args(hint))
             raise ConfigError(f"{name}: must be one of {allowed}, got {value!r}")
         return value
+    if origin is dict:
+        return _coerce_dict(typing.get_args(hint)[1], value, name)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{name}: expected a list, got {_kind(value)}")
         (item,) = typing.get_args(hint)
         return [_coerce(item, v, f"{name}[{i}]") for i, v in enumerate(value)]
     return _coerce_scalar(hint, value, name)
+
+
+def _coerce_dict(item: Any, value: Any, name: str) -> dict[str, Any]:
+    """A mapping of names (rate-limit tiers) to values of one type."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a mapping, got {_kind(value)}")
+    for key in value:
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"{name}: keys must be non-empty strings, got {key!r}")
+    return {key: _coerce(item, v, f"{name}.{key}") for key, v in value.items()}
 
 
 def _coerce_union(options: tuple[Any, ...], value: Any, name: str) -> Any:
@@ -257,6 +326,7 @@ def _check_semantics(config: GatewayConfig) -> None:
                 "credentials_poll_s", "last_used_flush_s"):
         if getattr(config.auth, key) <= 0:
             raise ConfigError(f"auth.{key}: must be positive")
+    _check_limits_and_usage(config)
     _check_operations(config)
 
 
@@ -266,6 +336,35 @@ def _check_operations(config: GatewayConfig) -> None:
     for key in ("window_s", "rate_window_s", "samples_per_model", "max_models"):
         if getattr(config.stats, key) <= 0:
             raise ConfigError(f"stats.{key}: must be positive")
+
+
+def _check_limits_and_usage(config: GatewayConfig) -> None:
+    limits = config.rate_limits
+    tiers = {"rate_limits.default": limits.default,
+             **{f"rate_limits.tiers.{name}": tier for name, tier in limits.tiers.items()}}
+    for where, tier in tiers.items():
+        if tier.per_minute <= 0:
+            raise ConfigError(f"{where}.per_minute: must be positive")
+        if tier.burst < 1:
+            raise ConfigError(f"{where}.burst: must be at least 1")
+        for key in ("requests_per_day", "tokens_per_day"):
+            if getattr(tier, key) is not None and getattr(tier, key) < 1:
+                raise ConfigError(f"{where}.{key}: must be at least 1 (leave it out for no quota)")
+    if limits.max_clients < 1:
+        raise ConfigError("rate_limits.max_clients: must be at least 1")
+    for key in ("flush_s", "retention_days", "max_batch", "prune_s"):
+        if getattr(config.usage, key) <= 0:
+            raise ConfigError(f"usage.{key}: must be positive")
+
+
+def _check_jobs(jobs: JobsConfig) -> None:
+    for key in ("retention_hours", "prune_s", "queue_timeout_s", "admit_window", "retry_s", "list_limit",
+                "callback_attempts", "callback_backoff_s", "callback_timeout_s"):
+        if getattr(jobs, key) <= 0:
+            raise ConfigError(f"jobs.{key}: must be positive")
+    for i, host in enumerate(jobs.callback_hosts):
+        if not host.strip() or host != host.strip().lower() or "/" in host:
+            raise ConfigError(f"jobs.callback_hosts[{i}]: must be a lower-case host name or address, got {host!r}")
 
 
 def _kind(value: Any) -> str:

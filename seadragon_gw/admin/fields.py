@@ -6,7 +6,7 @@ shows the same message for the same mistake.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from ..errors import InvalidInput
 
@@ -75,3 +75,17 @@ def model_list(data: Fields, name: str) -> list[str] | None:
     if not value:
         raise InvalidInput(f"{name}: must name at least one model (leave it out for all models)")
     return [v.strip() for v in value]
+
+
+def tier(data: Fields, known: Collection[str]) -> str | None:
+    """A rate-limit tier name from `rate_limits.tiers`; None (absent) means the default limits."""
+    value = data.get("tier")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput("tier: must be a tier name")
+    if value not in known:
+        if not known:
+            raise InvalidInput(f"tier: no tier '{value}': no tiers are configured (rate_limits.tiers)")
+        raise InvalidInput(f"tier: no tier '{value}' (configured: {', '.join(sorted(known))})")
+    return value

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from ..auth.accounts import check_password, validate_username
@@ -38,10 +38,11 @@ from . import fields as f
 from .errors import OutsideModelScope
 
 log = logging.getLogger("seadragon_gw.admin")
-KEY_FIELDS = {"name", "priority", "expires_in_s", "allowed_models", "rate_limit_per_min", "is_admin"}
+KEY_FIELDS = {"name", "priority", "expires_in_s", "allowed_models", "rate_limit_per_min", "is_admin", "tier"}
 WHITELIST_FIELDS = {"ip", "priority", "label"}
 TOKEN_FIELDS = {"expires_in_s", "is_admin", "note"}
-USER_FIELDS = {"username", "password", "is_admin"}
+USER_FIELDS = {"username", "password", "is_admin", "tier"}
+USER_CHANGE_FIELDS = {"tier"}
 MAX_PRIORITY = 1000
 
 
@@ -79,8 +80,10 @@ class CreatedToken(Created):
 
 class AdminService:
     def __init__(self, store: Store, hasher: BoundedHasher, *, whitelist_priority: int,
-                 on_change: Callable[[], Awaitable[None]], clock: Callable[[], float] = time.time) -> None:
+                 on_change: Callable[[], Awaitable[None]], clock: Callable[[], float] = time.time,
+                 tiers: Collection[str] = ()) -> None:
         self.store = store
+        self.tiers = frozenset(tiers)  # rate_limits.tiers: the names a key or user may be given
         self.hasher = hasher
         self.whitelist_priority = whitelist_priority
         self.on_change = on_change
@@ -100,10 +103,11 @@ class AdminService:
         models = f.model_list(data, "allowed_models")
         rate = f.integer(data, "rate_limit_per_min", None, 1, 10**6)
         is_admin = f.boolean(data, "is_admin")
+        tier = f.tier(data, self.tiers)
         _within_scope(actor, models)
         key, plaintext = await self.store.api_keys.create(
             name, priority, expires_at=expires_at, allowed_models=models, rate_limit_per_min=rate,
-            is_admin=is_admin)
+            is_admin=is_admin, tier=tier)
         log.info("%s created API key %d (%s) '%s'", actor.name, key.id, key.prefix, key.name)
         await self.on_change()
         return CreatedKey(plaintext, key)
@@ -183,12 +187,13 @@ class AdminService:
         username = validate_username(data.get("username"))
         password = check_password(data.get("password"))
         is_admin = f.boolean(data, "is_admin")
+        tier = f.tier(data, self.tiers)
         _within_scope(actor, None, "a user")
         if await self.store.users.get_by_username(username) is not None:
             raise Conflict(f"user '{username}' already exists")
         password_hash = await self.hasher.hash(password)
         try:
-            user = await self.store.users.create(username, password_hash, is_admin=is_admin)
+            user = await self.store.users.create(username, password_hash, is_admin=is_admin, tier=tier)
         except AlreadyExists:
             raise Conflict(f"user '{username}' already exists") from None
         log.info("%s created user %s (admin=%s)", actor.name, user.username, user.is_admin)
@@ -201,6 +206,20 @@ class AdminService:
         if user is None:
             raise NotFound(f"no user '{username}'")
         log.info("%s %s user %s", actor.name, "activated" if active else "deactivated", user.username)
+        await self.on_change()
+        return user
+
+    async def change_user(self, username: str, data: f.Fields, actor: Actor) -> User:
+        """Change what may change about a user: its rate-limit tier (null: the default)."""
+        f.reject_unknown(data, USER_CHANGE_FIELDS)
+        if "tier" not in data:
+            raise InvalidInput("tier: required (null for the default limits)")
+        tier = f.tier(data, self.tiers)
+        _within_scope(actor, None, "a user")
+        user = await self.store.users.set_tier(username, tier)
+        if user is None:
+            raise NotFound(f"no user '{username}'")
+        log.info("%s set the tier of user %s to %s", actor.name, user.username, tier or "the default")
         await self.on_change()
         return user
 

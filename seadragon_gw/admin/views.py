@@ -18,7 +18,7 @@ def key_json(key: ApiKey) -> dict[str, Any]:
     return {"id": key.id, "name": key.name, "prefix": key.prefix, "priority": key.priority,
             "created_at": key.created_at, "last_used": key.last_used, "is_active": key.is_active,
             "expires_at": key.expires_at, "allowed_models": list(key.allowed_models or []) or None,
-            "rate_limit_per_min": key.rate_limit_per_min, "is_admin": key.is_admin}
+            "rate_limit_per_min": key.rate_limit_per_min, "is_admin": key.is_admin, "tier": key.tier}
 
 
 def entry_json(entry: WhitelistEntry) -> dict[str, Any]:
@@ -33,4 +33,4 @@ def token_json(token: RegistrationToken) -> dict[str, Any]:
 
 def user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "is_admin": user.is_admin, "is_active": user.is_active,
-            "created_at": user.created_at, "last_login": user.last_login}
+            "created_at": user.created_at, "last_login": user.last_login, "tier": user.tier}

@@ -83,6 +83,12 @@ async def set_user_active(request: Request) -> Response:
     return json_response(user_json(user))
 
 
+async def change_user(request: Request) -> Response:
+    admin, actor = _admin(request)
+    user = await admin.change_user(request.path_params["username"], await json_object(request), actor)
+    return json_response(user_json(user))
+
+
 def admin_routes() -> list[Route]:
     prefix = "/api/admin"
     return [
@@ -95,5 +101,6 @@ def admin_routes() -> list[Route]:
         Route(f"{prefix}/apikeys", create_key, methods=["POST"]),
         Route(prefix + "/apikeys/{key}", revoke_key, methods=["DELETE"]),
         Route(f"{prefix}/users", list_users, methods=["GET"]),
+        Route(prefix + "/users/{username}", change_user, methods=["PATCH"]),
         Route(prefix + "/users/{username}/{action:str}", set_user_active, methods=["POST"]),
     ]

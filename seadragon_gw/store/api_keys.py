@@ -25,7 +25,7 @@ KEY_PREFIX = "sdk-"
 
 _COLUMNS = (
     "id, name, prefix, key_hash, priority, created_at, last_used, is_active, "
-    "expires_at, allowed_models, rate_limit_per_min, is_admin"
+    "expires_at, allowed_models, rate_limit_per_min, is_admin, tier"
 )
 
 
@@ -43,6 +43,7 @@ class ApiKey:
     allowed_models: tuple[str, ...] | None
     rate_limit_per_min: int | None
     is_admin: bool
+    tier: str | None = None  # a rate_limits.tiers name; None: the default limits
 
     def is_usable(self, now: float) -> bool:
         """Active and not yet expired at `now`."""
@@ -63,6 +64,7 @@ class ApiKeyRepo:
         allowed_models: Iterable[str] | None = None,
         rate_limit_per_min: int | None = None,
         is_admin: bool = False,
+        tier: str | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its plaintext: the only time the plaintext exists outside the caller."""
         plaintext = generate_secret(KEY_PREFIX)
@@ -70,11 +72,11 @@ class ApiKeyRepo:
         async with self._db.transaction() as tx:
             result = await tx.execute(
                 "INSERT INTO api_keys (name, prefix, key_hash, priority, created_at, "
-                "expires_at, allowed_models, rate_limit_per_min, is_admin) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "expires_at, allowed_models, rate_limit_per_min, is_admin, tier) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     name, display_prefix(plaintext), hash_secret(plaintext), priority,
-                    self._clock(), expires_at, models, rate_limit_per_min, int(is_admin),
+                    self._clock(), expires_at, models, rate_limit_per_min, int(is_admin), tier,
                 ),
             )
             row = await tx.fetchone(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?",
@@ -151,4 +153,5 @@ def _from_row(row: sqlite3.Row, *, is_active: bool | None = None) -> ApiKey:
         allowed_models=None if models is None else tuple(json.loads(models)),
         rate_limit_per_min=row["rate_limit_per_min"],
         is_admin=bool(row["is_admin"]),
+        tier=row["tier"],
     )

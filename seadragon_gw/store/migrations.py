@@ -108,7 +108,62 @@ CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
 """
 
 # Reserved while the operations issue is built in parallel (placeholders until filled in):
-_V3 = "SELECT 1"  # usage log, crash log, missing models, rate-limit tiers
+# v3: operations. Every finished request (the usage log: aggregated by client, model, day or
+# credential; `client` is the X-Client-ID, else the credential), backend failures and internal
+# errors (the crash log), requests for models no backend serves (one row per model and client,
+# counted), and rate-limit tiers for API keys and users (NULL: the default tier).
+_V3 = """
+CREATE TABLE usage_log (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    credential TEXT,
+    client TEXT,
+    model TEXT,
+    backend TEXT,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    is_error INTEGER NOT NULL,
+    stream INTEGER NOT NULL,
+    queue_wait_s REAL,
+    ttfb_s REAL,
+    upstream_s REAL,
+    tokens_in INTEGER,
+    tokens_out INTEGER,
+    bytes_out INTEGER NOT NULL
+);
+CREATE INDEX usage_log_ts ON usage_log (ts);
+
+CREATE TABLE crash_log (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    error TEXT NOT NULL,
+    model TEXT,
+    request_id TEXT,
+    backend TEXT,
+    route TEXT,
+    status INTEGER,
+    stack_trace TEXT
+);
+CREATE INDEX crash_log_ts ON crash_log (ts);
+
+CREATE TABLE missing_models (
+    model_key TEXT NOT NULL,
+    client TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (model_key, client)
+);
+CREATE INDEX missing_models_last_seen ON missing_models (last_seen);
+
+ALTER TABLE api_keys ADD COLUMN tier TEXT;
+ALTER TABLE users ADD COLUMN tier TEXT;
+"""
 _V4 = "SELECT 1"  # async jobs
 
 MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)

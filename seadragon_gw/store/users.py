@@ -18,7 +18,7 @@ from ..errors import Conflict
 from .database import Database, Params, Transaction
 from .errors import AlreadyExists, StoreError
 
-_COLUMNS = "id, username, password_hash, is_admin, is_active, created_at, last_login, token_generation"
+_COLUMNS = "id, username, password_hash, is_admin, is_active, created_at, last_login, token_generation, tier"
 
 
 class Reader(Protocol):
@@ -44,6 +44,7 @@ class User:
     created_at: float
     last_login: float | None
     token_generation: int = 0
+    tier: str | None = None  # a rate_limits.tiers name; None: the default limits
 
 
 class UserRepo:
@@ -51,10 +52,11 @@ class UserRepo:
         self._db = db
         self._clock = clock
 
-    async def create(self, username: str, password_hash: str, is_admin: bool = False) -> User:
+    async def create(self, username: str, password_hash: str, is_admin: bool = False,
+                     tier: str | None = None) -> User:
         """A new active user; AlreadyExists if the name is taken (ignoring case)."""
         async with self._db.transaction() as tx:
-            return await insert_user(tx, username, password_hash, is_admin, self._clock())
+            return await insert_user(tx, username, password_hash, is_admin, self._clock(), tier)
 
     async def get(self, user_id: int) -> User | None:
         row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,))
@@ -94,6 +96,17 @@ class UserRepo:
         assert row is not None
         return _from_row(row)
 
+    async def set_tier(self, username_or_id: str | int, tier: str | None) -> User | None:
+        """Give a user a rate-limit tier (None: the default); None if there is no such user."""
+        async with self._db.transaction() as tx:
+            row = await _find(tx, username_or_id)
+            if row is None:
+                return None
+            await tx.execute("UPDATE users SET tier = ? WHERE id = ?", (tier, row["id"]))
+            row = await tx.fetchone(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (row["id"],))
+        assert row is not None
+        return _from_row(row)
+
     async def update_password_hash(self, user_id: int, password_hash: str) -> bool:
         result = await self._db.execute(
             "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)
@@ -112,13 +125,13 @@ class UserRepo:
 
 
 async def insert_user(tx: Transaction, username: str, password_hash: str, is_admin: bool,
-                      now: float) -> User:
+                      now: float, tier: str | None = None) -> User:
     """Insert inside the caller's transaction (registration also consumes its token in it);
     AlreadyExists if the name is taken, which rolls the whole transaction back."""
     try:
         result = await tx.execute(
-            "INSERT INTO users (username, password_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
-            (username, password_hash, int(is_admin), now),
+            "INSERT INTO users (username, password_hash, is_admin, created_at, tier) VALUES (?, ?, ?, ?, ?)",
+            (username, password_hash, int(is_admin), now, tier),
         )
     except sqlite3.IntegrityError:
         raise AlreadyExists(f"user {username!r} already exists") from None
@@ -161,4 +174,5 @@ def _from_row(row: sqlite3.Row) -> User:
         created_at=row["created_at"],
         last_login=row["last_login"],
         token_generation=row["token_generation"],
+        tier=row["tier"],
     )
