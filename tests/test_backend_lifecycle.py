@@ -233,3 +233,18 @@ def test_shutdown_past_the_grace_period_ends_open_streams_in_band(gateways: Gate
     parsed = ndjson(lines)
     assert parsed[0]["done"] is False
     assert parsed[-1] == {"error": "the gateway is shutting down"}
+
+
+# -- credentials in a backend URL -------------------------------------------------------
+def test_a_password_in_a_backend_url_is_sent_as_basic_auth_and_never_shown(gateways: GatewayFactory) -> None:
+    port = free_port()
+    gw = gateways.start([{"name": "b0", "url": f"http://ops:s3cret%21@127.0.0.1:{port}", "models": ["llama3"],
+                          "health_interval_s": 3600}])
+    refused = httpx.post(gw.url + "/api/chat", json=chat(), headers=ALICE)
+    assert refused.json() == {"error": f"backend 'b0' at http://127.0.0.1:{port} is unreachable "
+                                       "(connection refused); is it running?"}
+    with FakeBackend(port=port) as backend:
+        assert httpx.post(gw.url + "/api/chat", json=chat(), headers=ALICE).status_code == 200
+        (sent,) = backend.inference_requests()
+        assert sent.headers["authorization"] == "Basic b3BzOnMzY3JldCE="  # ops:s3cret!
+    assert "s3cret" not in httpx.get(gw.url + "/health", headers=ADMIN).text

@@ -18,13 +18,14 @@ surface, so the choice stays a one-file decision.
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
 
@@ -104,6 +105,15 @@ class UpstreamResponse:
         self._response.release()
 
 
+def _credentials(api_key: str | None, user: str | None, password: str | None) -> list[tuple[str, str]]:
+    if api_key:
+        return [("authorization", f"Bearer {api_key}")]
+    if user is not None:
+        pair = f"{unquote(user)}:{unquote(password or '')}".encode()
+        return [("authorization", "Basic " + base64.b64encode(pair).decode("ascii"))]
+    return []
+
+
 def _body_error(label: str, exc: ResponseFailed, when: str) -> UpstreamError:
     if exc.timed_out:
         return BackendTimedOut(f"{label} timed out {when}")
@@ -114,16 +124,17 @@ class Upstream:
     def __init__(self, name: str, base_url: str, connect_timeout_s: float, read_timeout_s: float,
                  api_key: str | None = None) -> None:
         self.name = name
-        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(base_url.rstrip("/"))
+        # `user:password@` in the URL is a credential: sent as Basic auth, never shown
+        self.base_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.label = f"backend '{name}' at {self.base_url}"
-        parts = urlsplit(self.base_url)
         secure = parts.scheme == "https"
         port = parts.port or (443 if secure else 80)
         default_port = (secure and port == 443) or (not secure and port == 80)
         host = parts.hostname or "127.0.0.1"
         host_header = host if default_port else f"{host}:{port}"
         self._prefix = parts.path
-        self._auth = [("authorization", f"Bearer {api_key}")] if api_key else []
+        self._auth = _credentials(api_key, parts.username, parts.password)
         self._pool = Pool(host, port, host_header, connect_timeout_s, read_timeout_s,
                           tls=ssl.create_default_context() if secure else None)
 

@@ -154,6 +154,11 @@ class RequestService:
         self.checks = list(checks or [])
         self._refusal: GatewayError | None = None
 
+    @property
+    def refusing(self) -> bool:
+        """True once the gateway stopped admitting (shutting down)."""
+        return self._refusal is not None
+
     def refuse_new(self, error: GatewayError) -> None:
         """From now on, admit nothing (shutdown): every new request gets `error`."""
         self._refusal = error
@@ -166,6 +171,7 @@ class RequestService:
         full, shutting down. An async job passes `enqueued_at` (its submission, on the
         scheduler's clock: it ages from then) and its own queue `timeout_s`."""
         record.credential_kind, record.credential_name = principal.kind, principal.name
+        record.key_id = principal.key_id
         record.client_id, record.priority, record.stream = principal.client, principal.priority, stream
         if self._refusal is not None:
             raise self._refusal

@@ -21,6 +21,7 @@ from .. import __version__
 from ..backends.backend import Backend
 from ..backends.registry import Registry
 from ..config import HealthConfig
+from ..lifecycle.service import RequestService
 from ..queue.scheduler import Scheduler
 from ..store.database import Database
 from ..store.errors import StoreError
@@ -91,8 +92,9 @@ def _without_userinfo(url: str) -> tuple[str, str, str]:
 
 class HealthCheck:
     def __init__(self, config: HealthConfig, registry: Registry, scheduler: Scheduler, database: Database,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], requests: RequestService | None = None) -> None:
         self.config = config
+        self._requests = requests
         self._registry = registry
         self._scheduler = scheduler
         self._database = database
@@ -102,7 +104,8 @@ class HealthCheck:
         database = await self.check_database()
         backends = list(self._registry.backends)
         return HealthReport(
-            status=status_of(backends, database),
+            status="unhealthy" if self._requests is not None and self._requests.refusing else
+            status_of(backends, database),
             checked_at=self._clock(),
             backends=[backend_json(b) for b in backends],
             waiting=self._scheduler.waiting(),

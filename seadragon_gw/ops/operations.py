@@ -44,4 +44,4 @@ class Operations:
         if config.metrics.enabled:
             recorder.subscribe(metrics)
         return cls(inflight, stats, metrics, QueueView(config, registry, scheduler, inflight, stats),
-                   HealthCheck(config.health, registry, scheduler, database, clock))
+                   HealthCheck(config.health, registry, scheduler, database, clock, requests))

@@ -43,8 +43,11 @@ class ModelLoad:
 
 def _mine(waiting: WaitingRequest, principal: Principal) -> bool:
     record = waiting.record
-    return record is not None and (record.credential_kind, record.credential_name) == (principal.kind,
-                                                                                      principal.name)
+    if record is None:
+        return False
+    if principal.key_id is not None:  # API keys by id: two keys may share a name
+        return record.key_id == principal.key_id
+    return (record.credential_kind, record.credential_name) == (principal.kind, principal.name)
 
 
 def waiting_json(waiting: WaitingRequest, full: bool) -> dict[str, Any]:

@@ -53,6 +53,7 @@ class RequestRecord:
     received_at: float
     credential_kind: str | None = None
     credential_name: str | None = None
+    key_id: int | None = None  # an API key's id: two keys may share a name
     client_id: str | None = None
     model: str | None = None
     priority: float | None = None
