@@ -26,6 +26,7 @@ from .auth.tokens_file import TokenFile
 from .backends.registry import Registry
 from .config import GatewayConfig
 from .lifecycle.service import RequestService
+from .limits.limiter import RateLimiter
 from .ops.operations import Operations
 from .queue.scheduler import Scheduler
 from .records.observers import Recorder
@@ -33,6 +34,7 @@ from .store.bundle import Store
 from .store.errors import ReadOnlyDatabase
 from .store.sessions import SessionRepo
 from .store.write_behind import LastUsedBatcher
+from .usage.logs import OpsLogs
 
 log = logging.getLogger("seadragon_gw")
 JWT_SECRET_ENV = "SEADRAGON_JWT_SECRET"
@@ -70,6 +72,8 @@ class Gateway:
     accounts: Accounts
     last_used: LastUsedBatcher
     admin: AdminService
+    limits: RateLimiter
+    logs: OpsLogs
     ops: Operations
 
     @property
@@ -103,21 +107,28 @@ class Gateway:
         secret = ac.jwt_secret or os.environ.get(JWT_SECRET_ENV) or await _stored_jwt_secret(store)
         jwt = JwtCodec(secret, ac.jwt_access_ttl_s, ac.jwt_refresh_ttl_s, clocks.wall)
         tokens_path = config.resolve_path(ac.tokens_file) if ac.tokens_file else None
-        tokens = TokenFile(tokens_path, default_priority=ac.default_token_priority, check_interval_s=ac.tokens_check_s)
+        tokens = TokenFile(tokens_path, default_priority=ac.default_token_priority, check_interval_s=ac.tokens_check_s,
+                           tiers=config.rate_limits.tiers)
         auth = Authenticator(ac, tokens, credentials, jwt, last_used, clock=clocks.wall)
         passwords = BoundedHasher(hasher, ac.hash_concurrency)
         throttle = LoginThrottle(ac.login_max_failures, ac.login_window_s, clocks.monotonic)
         accounts = Accounts(store, sessions, jwt, passwords, throttle, credentials, clocks.wall)
         admin = AdminService(store, passwords, whitelist_priority=ac.whitelist_priority,
-                             on_change=credentials.reload, clock=clocks.wall)
+                             on_change=credentials.reload, clock=clocks.wall, tiers=config.rate_limits.tiers)
+        limits = RateLimiter.build(config.rate_limits, credentials, tokens, clocks.monotonic, clocks.wall)
+        limits.attach(requests, recorder)
+        logs = OpsLogs(store, config.usage, clocks.wall)
+        logs.attach(recorder, registry)
         ops = Operations.build(config, registry, scheduler, requests, store.db, clocks.wall)
         return cls(config, clocks, store, registry, scheduler, recorder, requests, credentials, auth,
-                   accounts, last_used, admin, ops)
+                   accounts, last_used, admin, limits, logs, ops)
 
     async def start(self) -> None:
         """Start the background work: credential polling, batching, health, dispatchers."""
         self.credentials.start()
         self.last_used.start()
+        self.logs.start()
+        self.limits.restore(await self.logs.today())
         await self.registry.start()
         self.scheduler.start()
         log.info("seadragon_gw ready: %d backend(s)", len(self.registry.backends))
@@ -127,4 +138,5 @@ class Gateway:
         await self.registry.stop()
         await self.credentials.close()
         await self.last_used.close()
+        await self.logs.close()
         await self.store.close()

@@ -114,7 +114,7 @@ def test_register_then_form_login_then_bearer_jwt(env: Shared) -> None:
     client = ollama.Client(host=env.url, headers=bearer(pair["access_token"]))
     assert client.chat(model="llama3", messages=MESSAGES).message.content == ANSWER
     me = http.get(env.url + "/auth/me", headers=bearer(pair["access_token"])).json()
-    assert me == {"name": "wendy", "kind": "jwt", "priority": 3, "is_admin": False}
+    assert me == {"name": "wendy", "kind": "jwt", "priority": 3, "is_admin": False, "limits": {"enabled": False}}
 
 
 def test_login_with_wrong_password_is_401(env: Shared) -> None:

@@ -74,8 +74,9 @@ async def logout(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     principal = authorize(request, "user")
+    limits = gateway_of(request).limits.describe(principal)
     return json_response({"name": principal.name, "kind": principal.kind, "priority": principal.priority,
-                          "is_admin": principal.is_admin})
+                          "is_admin": principal.is_admin, "limits": limits})
 
 
 def auth_routes() -> list[Route]:

@@ -7,9 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .api_keys import ApiKeyRepo
+from .crashes import CrashRepo
 from .database import Database
+from .missing_models import MissingModelRepo
 from .registration_tokens import RegistrationTokenRepo
 from .settings import SettingsRepo
+from .usage import UsageRepo
 from .users import UserRepo
 from .whitelist_repo import WhitelistRepo
 
@@ -24,6 +27,9 @@ class Store:
     users: UserRepo
     registration_tokens: RegistrationTokenRepo
     settings: SettingsRepo
+    usage: UsageRepo
+    crashes: CrashRepo
+    missing_models: MissingModelRepo
 
     @classmethod
     async def open(cls, path: str, clock: Callable[[], float] = time.time, *,
@@ -42,6 +48,9 @@ class Store:
             users=UserRepo(db, clock),
             registration_tokens=RegistrationTokenRepo(db, clock),
             settings=SettingsRepo(db),
+            usage=UsageRepo(db),
+            crashes=CrashRepo(db),
+            missing_models=MissingModelRepo(db),
         )
 
     async def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Rate limits and daily quotas per client, checked after auth and routing, before queueing."""

@@ -1,0 +1,63 @@
+"""Requests and tokens per client for the current UTC day.
+
+The day is the wall clock's `floor(epoch / 86400)`, so every count resets together at UTC
+midnight (the clock is injectable: tests move it across midnight). Counts are kept for every
+authenticated client, so `/auth/me` can show them; there is one per credential at most (API
+key, user, token, whitelist entry), and all are dropped when the day changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+DAY_S = 86400.0
+ClientKey = tuple[str, str]  # (credential kind, credential name)
+
+
+@dataclass(slots=True)
+class DayCount:
+    requests: int = 0
+    tokens: int = 0
+
+
+class DailyCounts:
+    def __init__(self, wall: Callable[[], float]) -> None:
+        self._wall = wall
+        self._day = int(wall() // DAY_S)
+        self._counts: dict[ClientKey, DayCount] = {}
+
+    def of(self, key: ClientKey) -> DayCount:
+        """Today's count for `key`, made on first use."""
+        self._roll()
+        count = self._counts.get(key)
+        if count is None:
+            count = self._counts[key] = DayCount()
+        return count
+
+    def get(self, key: ClientKey) -> DayCount | None:
+        self._roll()
+        return self._counts.get(key)
+
+    @property
+    def resets_at(self) -> float:
+        """The next UTC midnight, as epoch seconds."""
+        return (self._day + 1) * DAY_S
+
+    def seconds_left(self) -> float:
+        self._roll()
+        return max(0.0, self.resets_at - self._wall())
+
+    def load(self, totals: Mapping[ClientKey, tuple[int, int]]) -> None:
+        """Start today from counts read back from the usage log (after a restart)."""
+        self._roll()
+        for key, (requests, tokens) in totals.items():
+            count = self.of(key)
+            count.requests = max(count.requests, requests)
+            count.tokens = max(count.tokens, tokens)
+
+    def _roll(self) -> None:
+        day = int(self._wall() // DAY_S)
+        if day != self._day:
+            self._day = day
+            self._counts = {}

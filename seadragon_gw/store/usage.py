@@ -1,0 +1,151 @@
+"""The usage log: one row per finished request, written in batches, aggregated in SQL.
+
+Rows arrive through the usage log's write-behind batch (never from the request path); the
+admin API reads them back grouped by client, model, day (UTC) or credential, with the queue
+wait and upstream time aggregates computed by SQLite (p95 by nearest rank, with a window
+function), so no request list is ever loaded into Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass, fields
+from typing import Literal
+
+from .database import Database
+
+GroupBy = Literal["client", "model", "day", "credential"]
+
+# Grouping expressions by name: the only SQL that is chosen by a caller, from this table.
+_GROUP_SQL: dict[GroupBy | None, str] = {
+    None: "NULL",
+    "client": "client",
+    "model": "model",
+    "credential": "credential",
+    "day": "date(ts, 'unixepoch')",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One finished request. `credential` is "kind:name"; `client` the X-Client-ID, else the
+    credential; `model` the routing key (`llama3` is `llama3:latest`). Times in seconds."""
+
+    ts: float
+    request_id: str
+    method: str
+    route: str
+    credential: str | None
+    client: str | None
+    model: str | None
+    backend: str | None
+    status: int
+    outcome: str
+    is_error: bool
+    stream: bool
+    queue_wait_s: float | None
+    ttfb_s: float | None
+    upstream_s: float | None
+    tokens_in: int | None
+    tokens_out: int | None
+    bytes_out: int
+
+
+_COLUMNS = ", ".join(f.name for f in fields(UsageRow))
+_INSERT = f"INSERT INTO usage_log ({_COLUMNS}) VALUES ({', '.join('?' * len(fields(UsageRow)))})"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """`until` is exclusive; None bounds are open. `model` is a routing key."""
+
+    since: float | None = None
+    until: float | None = None
+    client: str | None = None
+    model: str | None = None
+    group_by: GroupBy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    avg: float | None
+    p95: float | None
+    max: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageGroup:
+    key: str | None
+    requests: int
+    errors: int
+    tokens_in: int
+    tokens_out: int
+    queue_wait_s: Timing
+    upstream_s: Timing
+    ttfb_avg_s: float | None
+
+
+class UsageRepo:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert_many(self, rows: Sequence[UsageRow]) -> None:
+        if not rows:
+            return
+        async with self._db.transaction() as tx:
+            await tx.executemany(_INSERT, [astuple(row) for row in rows])
+
+    async def aggregate(self, query: UsageQuery) -> list[UsageGroup]:
+        """One group per value of `query.group_by` (one overall group without it)."""
+        where, params = _where(query)
+        group = _GROUP_SQL[query.group_by]
+        rows = await self._db.fetchall(
+            f"SELECT {group} AS grp, COUNT(*) AS requests, SUM(is_error) AS errors, "
+            "COALESCE(SUM(tokens_in), 0) AS tokens_in, COALESCE(SUM(tokens_out), 0) AS tokens_out, "
+            "AVG(queue_wait_s) AS qw_avg, MAX(queue_wait_s) AS qw_max, AVG(upstream_s) AS up_avg, "
+            "MAX(upstream_s) AS up_max, AVG(ttfb_s) AS ttfb_avg "
+            f"FROM usage_log {where} GROUP BY grp ORDER BY grp", params)
+        queue_p95 = await self._p95(group, "queue_wait_s", where, params)
+        upstream_p95 = await self._p95(group, "upstream_s", where, params)
+        return [UsageGroup(
+            key=None if r["grp"] is None else str(r["grp"]), requests=r["requests"], errors=r["errors"] or 0,
+            tokens_in=r["tokens_in"], tokens_out=r["tokens_out"],
+            queue_wait_s=Timing(r["qw_avg"], queue_p95.get(r["grp"]), r["qw_max"]),
+            upstream_s=Timing(r["up_avg"], upstream_p95.get(r["grp"]), r["up_max"]),
+            ttfb_avg_s=r["ttfb_avg"]) for r in rows]
+
+    async def _p95(self, group: str, column: str, where: str, params: list[object]) -> dict[object, float]:
+        """Nearest-rank 95th percentile of `column` per group: the smallest value whose rank
+        is at least 95 % of the group's count."""
+        present = f"{where} AND {column} IS NOT NULL" if where else f"WHERE {column} IS NOT NULL"
+        rows = await self._db.fetchall(
+            "SELECT grp, MIN(v) AS p95 FROM ("
+            f" SELECT grp, v, ROW_NUMBER() OVER (PARTITION BY grp ORDER BY v) AS rn,"
+            f" COUNT(*) OVER (PARTITION BY grp) AS n"
+            f" FROM (SELECT {group} AS grp, {column} AS v FROM usage_log {present})"
+            ") WHERE rn * 100 >= n * 95 GROUP BY grp", params)
+        return {r["grp"]: r["p95"] for r in rows}
+
+    async def day_totals(self, since: float) -> dict[str, tuple[int, int]]:
+        """Per credential since `since`: requests that passed admission (not refused before
+        queueing) and prompt + completion tokens: what the daily quotas count."""
+        rows = await self._db.fetchall(
+            "SELECT credential, SUM(outcome != 'rejected') AS requests, "
+            "COALESCE(SUM(COALESCE(tokens_in, 0) + COALESCE(tokens_out, 0)), 0) AS tokens "
+            "FROM usage_log WHERE ts >= ? AND credential IS NOT NULL GROUP BY credential", (since,))
+        return {r["credential"]: (int(r["requests"] or 0), int(r["tokens"])) for r in rows}
+
+    async def prune(self, before: float) -> int:
+        result = await self._db.execute("DELETE FROM usage_log WHERE ts < ?", (before,))
+        return result.rowcount
+
+
+def _where(query: UsageQuery) -> tuple[str, list[object]]:
+    terms: list[str] = []
+    params: list[object] = []
+    for sql, value in (("ts >= ?", query.since), ("ts < ?", query.until), ("client = ?", query.client),
+                       ("model = ?", query.model)):
+        if value is not None:
+            terms.append(sql)
+            params.append(value)
+    return ("WHERE " + " AND ".join(terms)) if terms else "", params

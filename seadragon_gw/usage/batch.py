@@ -1,0 +1,109 @@
+"""A bounded write-behind batch: `add` on the request path, the database write in the background.
+
+`add` only appends to a deque (O(1), no I/O). A task hands everything pending to `write`
+every `interval_s`, and `close` writes what is left. While the database cannot take the
+write (read-only, deleted, locked) the batch is kept for the next try, but never more than
+`max_items`: beyond that the oldest items are dropped. That is said once, at WARNING, when
+writing starts failing, and once more, with the number dropped, when it works again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("seadragon_gw.usage")
+
+
+class WriteBatch(Generic[T]):
+    def __init__(self, name: str, write: Callable[[list[T]], Awaitable[None]], *,
+                 interval_s: float, max_items: int) -> None:
+        self.name = name
+        self._write = write
+        self._interval_s = interval_s
+        self._max = max_items
+        self._items: deque[T] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._failing = False
+        self._dropped = 0
+
+    def add(self, item: T) -> None:
+        """Queue one item for writing; drops the oldest beyond `max_items`."""
+        items = self._items
+        if len(items) >= self._max:
+            items.popleft()
+            self._dropped += 1
+        items.append(item)
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    @property
+    def dropped(self) -> int:
+        """Items dropped since writing last failed (0 while it works)."""
+        return self._dropped
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"{self.name}-flush")
+
+    async def close(self) -> None:
+        """Stop the task between writes, then write whatever is pending."""
+        if self._task is not None:
+            self._stopping.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything pending now; on failure keep it (bounded) for the next try."""
+        if not self._items:
+            return
+        batch = list(self._items)
+        self._items.clear()
+        try:
+            await self._write(batch)
+        except Exception as exc:  # any failure: keep the batch, say so once
+            self._keep(batch)
+            self._report(exc)
+            return
+        if self._failing:
+            self._failing = False
+            log.info("%s: writing again (%d record(s) dropped while the database was unavailable)",
+                     self.name, self._dropped)
+        elif self._dropped:
+            log.warning("%s: %d record(s) dropped: more than %d arrived between two writes",
+                        self.name, self._dropped, self._max)
+        self._dropped = 0
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
+            if not self._stopping.is_set():
+                await self.flush()
+
+    def _keep(self, batch: list[T]) -> None:
+        """Put a failed batch back in front of what arrived meanwhile, oldest dropped first."""
+        merged = batch + list(self._items)
+        overflow = len(merged) - self._max
+        if overflow > 0:
+            self._dropped += overflow
+            merged = merged[overflow:]
+        self._items = deque(merged)
+
+    def _report(self, exc: Exception) -> None:
+        if self._failing:
+            return
+        self._failing = True
+        reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        log.warning("%s: cannot write to the database (%s); keeping up to %d record(s) in memory, "
+                    "dropping the oldest beyond that", self.name, reason, self._max)
