@@ -83,17 +83,16 @@ class Exchange:
         assert self.entry is not None
         granted = self.entry.granted
         if not granted.done():
-            remaining = self.deadline - asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
+            remaining = self.deadline - loop.time()
             if remaining <= 0:
                 raise self._timeout()
             wait_s = remaining if step is None else min(remaining, step)
-            try:
-                await asyncio.wait_for(asyncio.shield(granted), wait_s)
-            except TimeoutError:
-                if not granted.done():
-                    if wait_s >= remaining:  # the deadline, not a keepalive step (no clock re-read:
-                        raise self._timeout() from None  # timers may fire a hair early)
-                    return False
+            await _until(granted, wait_s, loop)
+            if not granted.done():
+                if wait_s >= remaining:  # the deadline, not a keepalive step (no clock re-read:
+                    raise self._timeout()  # timers may fire a hair early)
+                return False
         self.backend = granted.result()
         self.record.granted_at = self.service.recorder.clock()
         return True
@@ -133,6 +132,25 @@ class Exchange:
     def _timeout(self) -> QueueTimeout:
         timeout = self.service.config.timeout_s
         return QueueTimeout(f"timed out after {timeout:g}s waiting in the queue for model '{self.model}'")
+
+
+async def _until(future: asyncio.Future[Any], seconds: float, loop: asyncio.AbstractEventLoop) -> None:
+    """Wait until `future` is done or `seconds` passed, never cancelling `future` (the
+    scheduler resolves it). Fewer objects than `wait_for(shield(...))`: one future, one timer
+    handle; a waiting request is held by the thousand, so its size matters."""
+    waker: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waker.done():
+            waker.set_result(None)
+
+    timer = loop.call_later(seconds, wake)
+    future.add_done_callback(wake)
+    try:
+        await waker
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
 
 
 class AdmissionCheck(Protocol):
