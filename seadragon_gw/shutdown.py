@@ -11,16 +11,15 @@ from __future__ import annotations
 import logging
 
 from .gateway import Gateway
-from .queue.errors import ShuttingDown
+from .queue.errors import SHUTDOWN_MESSAGE, ShuttingDown
 
 log = logging.getLogger("seadragon_gw")
-SHUTTING_DOWN = "the gateway is shutting down"
 
 
 def stop_accepting(gateway: Gateway) -> int:
     """Refuse every new request (503 with Retry-After) and answer every waiting one the same
     way; requests holding a slot run on. Returns how many waiting requests were answered."""
-    error = ShuttingDown(SHUTTING_DOWN, retry_after_s=gateway.config.queue.retry_after_s)
+    error = ShuttingDown(SHUTDOWN_MESSAGE, retry_after_s=gateway.config.queue.retry_after_s)
     gateway.requests.refuse_new(error)
     answered = gateway.scheduler.reject_waiting(None, error)
     running = sum(b.active for b in gateway.registry.backends)

@@ -145,8 +145,6 @@ def test_a_request_still_running_after_the_grace_gets_503_and_the_exit_is_still_
     assert "Cancel 1 running task(s), timeout graceful shutdown exceeded" in gw.log
 
 
-@pytest.mark.xfail(strict=True, reason="api/proxy.py re-raises the shutdown cancel after its 503, so uvicorn "
-                                       "logs 'Exception in ASGI application' with a traceback")
 def test_a_request_cut_off_by_the_grace_logs_no_traceback(tmp_path: Path, backend: FakeBackend) -> None:
     backend.hold()
     with serve(tmp_path, backend, {"shutdown_grace_s": 0.5}) as gw, ThreadPoolExecutor(1) as pool:

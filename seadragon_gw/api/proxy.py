@@ -22,7 +22,7 @@ from ..gateway import Gateway
 from ..lifecycle.forwarding import upstream_headers
 from ..lifecycle.route import RouteSpec
 from ..lifecycle.service import Exchange, outcome_of
-from ..queue.errors import ShuttingDown
+from ..queue.errors import SHUTDOWN_MESSAGE, ShuttingDown
 from ..records.record import Outcome, RequestRecord
 from . import relay
 from .asgi import ClientGone, DisconnectWatch, header_map, read_body
@@ -33,7 +33,6 @@ from .validation import parse_json_object
 from .writer import HttpWriter
 
 log = logging.getLogger("seadragon_gw.proxy")
-SHUTDOWN_MESSAGE = "the gateway is shutting down"
 _BLOB_DIGEST = re.compile(r"sha256[:-][0-9a-f]{64}")
 
 
@@ -105,12 +104,12 @@ async def _run(gateway: Gateway, call: Call, receive: Receive) -> None:
         if writer.status >= 500:
             outcome = "upstream_error"
     except asyncio.CancelledError:
-        if watch is None or not watch.disconnected:
+        task.uncancel()  # handled here: the client gets an answer, uvicorn logs no traceback
+        if watch is None or not watch.disconnected:  # the server's grace ran out
             outcome, error_text = "rejected", SHUTDOWN_MESSAGE
             await _fail_quietly(writer, ApiError(503, SHUTDOWN_MESSAGE))
-            raise
-        task.uncancel()
-        outcome = "client_gone"
+        else:
+            outcome = "client_gone"
     except (ApiError, GatewayError) as error:
         outcome, error_text = outcome_of(error), _message(error)
         await writer.fail(_as_api(error))

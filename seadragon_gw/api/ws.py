@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import cast
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 import orjson
@@ -254,7 +253,8 @@ async def drive(gateway: Gateway, principal: Principal, command: frames.Start, e
     """Run one request and emit its messages: `queued` while it waits, its chunks, then
     `done` or `error`. A GatewayError is its message, never a traceback."""
     spec = INFERENCE[command.route]
-    record = gateway.recorder.start(request_id_from(None), "POST", command.route)
+    # method "WS": metrics and the usage log tell WebSocket requests from HTTP ones
+    record = gateway.recorder.start(request_id_from(None, gateway.recorder.ids), "WS", command.route)
     try:
         stream = spec.streams and frames.wants_stream(command.body, spec.native)
         exchange = gateway.requests.admit(record, principal, spec, command.body, stream)
@@ -300,8 +300,7 @@ class RequestRun:
         failed: str | None = None
         ended = False
         # closed however this ends, so a send failing mid-stream releases the slot at once
-        answer = cast(AsyncGenerator[bytes, None],
-                      lines(self.exchange, self.request, on_waiting=self.on_waiting, step_s=self.step_s))
+        answer = lines(self.exchange, self.request, on_waiting=self.on_waiting, step_s=self.step_s)
         async with contextlib.aclosing(answer):
             async for line in answer:
                 if failed is not None or ended:

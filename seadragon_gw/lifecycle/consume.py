@@ -8,7 +8,7 @@ record (first byte, bytes, token counts) and release exactly once, like the HTTP
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +71,7 @@ async def complete(exchange: Exchange, request: Forwarded, *, on_waiting: OnWait
 
 
 async def lines(exchange: Exchange, request: Forwarded, *, on_waiting: OnWaiting | None = None,
-                step_s: float | None = None) -> AsyncIterator[bytes]:
+                step_s: float | None = None) -> AsyncGenerator[bytes, None]:
     """Wait, forward, and yield the answer line by line (NDJSON lines, SSE lines, without
     the newline), release at the end or when the consumer stops. A backend error status
     raises StreamBroken with the backend's message before any line."""

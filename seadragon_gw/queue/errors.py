@@ -6,6 +6,7 @@ from ..errors import TimedOut, Unavailable
 
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"  # Ollama's words
 CLEARED_MESSAGE = "queue cleared by an administrator"
+SHUTDOWN_MESSAGE = "the gateway is shutting down"
 
 
 class QueueFull(Unavailable):
