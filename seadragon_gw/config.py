@@ -184,6 +184,7 @@ class GatewayConfig:
     backends: list[BackendConfig] = field(default_factory=list)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -327,6 +328,7 @@ def _check_semantics(config: GatewayConfig) -> None:
         if getattr(config.auth, key) <= 0:
             raise ConfigError(f"auth.{key}: must be positive")
     _check_limits_and_usage(config)
+    _check_jobs(config.jobs)
     _check_operations(config)
 
 

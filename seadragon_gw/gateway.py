@@ -25,6 +25,7 @@ from .auth.throttle import LoginThrottle
 from .auth.tokens_file import TokenFile
 from .backends.registry import Registry
 from .config import GatewayConfig
+from .jobs.service import JobService
 from .lifecycle.service import RequestService
 from .limits.limiter import RateLimiter
 from .ops.operations import Operations
@@ -75,6 +76,7 @@ class Gateway:
     limits: RateLimiter
     logs: OpsLogs
     ops: Operations
+    jobs: JobService
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -120,8 +122,9 @@ class Gateway:
         logs = OpsLogs(store, config.usage, clocks.wall)
         logs.attach(recorder, registry)
         ops = Operations.build(config, registry, scheduler, requests, store.db, clocks.wall)
+        jobs = JobService(config.jobs, requests, store.jobs, default_model=config.default_model)
         return cls(config, clocks, store, registry, scheduler, recorder, requests, credentials, auth,
-                   accounts, last_used, admin, limits, logs, ops)
+                   accounts, last_used, admin, limits, logs, ops, jobs)
 
     async def start(self) -> None:
         """Start the background work: credential polling, batching, health, dispatchers."""
@@ -131,9 +134,11 @@ class Gateway:
         self.limits.restore(await self.logs.today())
         await self.registry.start()
         self.scheduler.start()
+        await self.jobs.start()  # after the dispatchers: queued jobs enter the queue at once
         log.info("seadragon_gw ready: %d backend(s)", len(self.registry.backends))
 
     async def close(self) -> None:
+        await self.jobs.close()  # first: queued jobs stay queued, running ones run again next start
         await self.scheduler.stop()
         await self.registry.stop()
         await self.credentials.close()

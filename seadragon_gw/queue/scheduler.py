@@ -60,10 +60,11 @@ class Scheduler:
         return self.registry.backends
 
     # -- request side -------------------------------------------------------------------
-    def submit(self, queue_key: QueueKey, priority: float, record: RequestRecord | None = None
-               ) -> tuple[QueueEntry, int]:
-        """Admit a request; return its entry and queue position (0 = already granted)."""
-        now = self.clock()
+    def submit(self, queue_key: QueueKey, priority: float, record: RequestRecord | None = None, *,
+               enqueued_at: float | None = None) -> tuple[QueueEntry, int]:
+        """Admit a request; return its entry and queue position (0 = already granted).
+        `enqueued_at` (this clock) is an async job's submission time: it ages from then."""
+        now = self.clock() if enqueued_at is None else enqueued_at
         entry = QueueEntry(
             queue_key=queue_key,
             priority=priority,

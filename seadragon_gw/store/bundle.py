@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .api_keys import ApiKeyRepo
 from .crashes import CrashRepo
 from .database import Database
+from .jobs import JobRepo
 from .missing_models import MissingModelRepo
 from .registration_tokens import RegistrationTokenRepo
 from .settings import SettingsRepo
@@ -30,6 +31,7 @@ class Store:
     usage: UsageRepo
     crashes: CrashRepo
     missing_models: MissingModelRepo
+    jobs: JobRepo
 
     @classmethod
     async def open(cls, path: str, clock: Callable[[], float] = time.time, *,
@@ -51,7 +53,9 @@ class Store:
             usage=UsageRepo(db),
             crashes=CrashRepo(db),
             missing_models=MissingModelRepo(db),
+            jobs=JobRepo(db),
         )
 
     async def close(self) -> None:
+        await self.jobs.writes.close()
         await self.db.close()

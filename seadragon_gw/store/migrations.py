@@ -164,7 +164,39 @@ CREATE INDEX missing_models_last_seen ON missing_models (last_seen);
 ALTER TABLE api_keys ADD COLUMN tier TEXT;
 ALTER TABLE users ADD COLUMN tier TEXT;
 """
-_V4 = "SELECT 1"  # async jobs
+# v4: async jobs. A job is written before its 202 is sent; `n` keeps submission order (ties of
+# the aging order, and the order jobs are run again after a restart); the owner is the
+# credential's kind and name (and key id for API keys); `principal` is what the queue needs of
+# it (priority, models allowed); `processing` rows are set back to `queued` at start-up, so a
+# job interrupted by a crash runs again and only a committed `completed` ends it.
+_V4 = """
+CREATE TABLE jobs (
+    n INTEGER PRIMARY KEY,
+    id TEXT UNIQUE NOT NULL,
+    route TEXT NOT NULL,
+    model TEXT,
+    body BLOB NOT NULL,
+    owner_kind TEXT NOT NULL,
+    owner_name TEXT NOT NULL,
+    owner_key INTEGER,
+    principal TEXT NOT NULL,
+    priority REAL NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result BLOB,
+    error TEXT,
+    meta TEXT,
+    stream_forced INTEGER NOT NULL DEFAULT 0,
+    callback_url TEXT,
+    callback_state TEXT
+);
+CREATE INDEX jobs_status ON jobs (status, n);
+CREATE INDEX jobs_owner ON jobs (owner_kind, owner_name, n);
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+"""
 
 MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
