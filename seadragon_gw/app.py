@@ -17,9 +17,9 @@ from . import banner
 from .api.admin_routes import admin_routes
 from .api.auth_routes import auth_routes
 from .api.context import request_id_of
+from .api.errors import ApiError, as_api_error, error_body, style_for_path
 from .api.fastpath import FastPath
 from .api.jobs_routes import jobs_routes
-from .api.errors import ApiError, as_api_error, error_body, style_for_path
 from .api.ops_routes import ops_routes
 from .api.request_id import RequestIdMiddleware
 from .api.routes import OllamaPrefix, all_routes, native_routes

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from seadragon_gw.secret_tokens import DISPLAY_PREFIX_LEN
 from seadragon_gw.config import ConfigError, ServerConfig, parse_config
+from seadragon_gw.secret_tokens import DISPLAY_PREFIX_LEN
 from seadragon_gw.server import EdgeLimits, redact_target
 from seadragon_gw.server.cap import ConnectionCap
 from tests.conftest import ADMIN, ALICE, GatewayFactory, RunningGateway

@@ -6,7 +6,6 @@ got chunk 1 before the backend was released" is an ordering fact, not a timing g
 
 from __future__ import annotations
 
-
 import ollama
 import openai
 import orjson

@@ -99,5 +99,5 @@ class CredentialCache:
             try:
                 if forced or await self._store.db.data_version() != self._version:
                     await self.reload()
-            except Exception as exc:  # noqa: BLE001 - keep serving from the last good snapshot
+            except Exception as exc:
                 log.error("credential reload failed: %s", exc)

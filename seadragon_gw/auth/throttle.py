@@ -70,7 +70,7 @@ class LoginThrottle:
 
     def _admit(self, keys: tuple[str, str]) -> None:
         now = self._clock()
-        for key, what in zip(keys, ("this username", "this address")):
+        for key, what in zip(keys, ("this username", "this address"), strict=True):
             window = self._window(key, now)
             if len(window.failures) + window.in_flight >= self.max_failures:
                 wait = window.failures[0] + self.window_s - now if window.failures else 1.0

@@ -27,8 +27,9 @@ import collections
 import errno
 import ssl
 import time
-from typing import cast
 from collections.abc import AsyncIterator
+from typing import cast
+
 import httptools
 
 _HIGH_WATER = 256 * 1024

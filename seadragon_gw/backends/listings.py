@@ -7,7 +7,7 @@ the models it may use.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..model_names import model_key
@@ -85,4 +85,4 @@ def _parse_created(stamp: Any) -> int:
         return 0
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")

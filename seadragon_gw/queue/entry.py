@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 
 from ..backends.backend import Backend
-from ..records.record import RequestRecord
 from ..model_names import QueueKey
+from ..records.record import RequestRecord
 
 __all__ = ["QueueEntry", "QueueKey"]
 

@@ -2,7 +2,7 @@
 
 from .api_keys import ApiKey, ApiKeyRepo
 from .database import Database, Transaction, WriteResult
-from .errors import Ambiguous, AlreadyExists, NotFound, StoreError
+from .errors import AlreadyExists, Ambiguous, NotFound, StoreError
 from .registration_tokens import RegistrationToken, RegistrationTokenRepo
 from .settings import SettingsRepo
 from .users import User, UserRepo

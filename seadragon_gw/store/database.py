@@ -98,7 +98,7 @@ class Database:
         With `watch_interval_s` the file is checked that often while open (deleted, made
         read-only), and a problem is logged once at ERROR, also one present right now.
         """
-        reason = unwritable_reason(path) if os.path.exists(path) else None
+        reason = unwritable_reason(path) if os.path.exists(path) else None  # noqa: ASYNC240 (once, at open)
         conn = await _open_writable(path) if reason is None else None
         if conn is None:
             reason = reason or "is read-only (SQLite refused a write)"
@@ -170,7 +170,7 @@ async def _open_writable(path: str) -> aiosqlite.Connection | None:
         await _prepare(conn)
     except sqlite3.OperationalError as exc:
         await _close_quietly(conn)
-        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY and os.path.exists(path):
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY and os.path.exists(path):  # noqa: ASYNC240
             return None
         raise StoreError(_describe(path, exc)) from None
     except (sqlite3.Error, StoreError) as exc:
@@ -185,7 +185,7 @@ async def _open_writable(path: str) -> aiosqlite.Connection | None:
 async def _open_read_only(path: str) -> aiosqlite.Connection:
     """`mode=ro` first; a WAL file from an older version in a read-only folder cannot create
     its `-shm` that way, and opens with `immutable=1` (nothing can change it anyway)."""
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path))
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path))  # noqa: ASYNC240 (no I/O: a string)
     failure: BaseException | None = None
     for flags in ("mode=ro", "immutable=1"):
         try:

@@ -76,7 +76,7 @@ class LastUsedBatcher:
         while not stopping.is_set():
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=self._interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.flush()
 
     def _restore(self, batch: dict[int, float]) -> None:

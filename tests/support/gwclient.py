@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-
 from .fakebackend import FakeBackend
 
 T = TypeVar("T")

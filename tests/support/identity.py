@@ -18,8 +18,8 @@ import pytest
 
 from tests.conftest import ADMIN, GatewayFactory, RunningGateway
 from tests.support.fakebackend import FakeBackend
-from tests.support.shared import SharedGateways
 from tests.support.gwclient import chat
+from tests.support.shared import SharedGateways
 
 PASSWORD = "correct horse battery"
 def start(factory: GatewayFactory, backends: list[FakeBackend] | None = None, *,

@@ -105,7 +105,7 @@ class ThreadedServer:
         try:
             assert self.server is not None
             loop.run_until_complete(self.server.serve())
-        except BaseException as exc:  # noqa: BLE001  # SystemExit on bind/lifespan failure must not kill the test run
+        except BaseException as exc:  # SystemExit on bind/lifespan failure must not kill the test run
             self._error = exc
         finally:
             try:
