@@ -250,6 +250,12 @@ ADMIN_CALLS = [
     ("GET", "/admin/queue/llama3", None),
     ("POST", "/api/queue/clear", None),
     ("GET", "/metrics", None),
+    ("PATCH", "/api/admin/users/victim", {"tier": None}),  # rate-limit tiers; usage, crash, missing-model logs
+    ("GET", "/api/admin/usage", None),
+    ("GET", "/api/admin/crashes", None),
+    ("GET", "/admin/crashes", None),
+    ("GET", "/api/admin/missing-models", None),
+    ("GET", "/admin/missing-models", None),
 ]
 # Which route template each call exercises, to check the list covers the app's routes.
 ADMIN_TEMPLATES = {
@@ -258,6 +264,8 @@ ADMIN_TEMPLATES = {
     ("POST", "/api/admin/apikeys"), ("DELETE", "/api/admin/apikeys/{key}"), ("GET", "/api/admin/users"),
     ("POST", "/api/admin/users/{username}/{action:str}"),
     ("GET", "/api/admin/stats"), ("GET", "/api/admin/queue/{model:path}"),
+    ("PATCH", "/api/admin/users/{username}"), ("GET", "/api/admin/usage"), ("GET", "/api/admin/crashes"),
+    ("GET", "/api/admin/missing-models"),
 }
 
 
