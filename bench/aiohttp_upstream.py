@@ -1,9 +1,11 @@
-"""The HTTP client side: one pooled keep-alive aiohttp session per backend.
+"""Bench-only: the aiohttp version of seadragon_gw/backends/upstream.py, for comparison runs.
 
-aiohttp replaced httpx here because it measured 3-6x less gateway CPU per proxied request
-(bench/RESULTS.md: ~160-250 us vs 650-3,100 us; httpx's pool checks every idle connection on
-each request). Everything the proxy needs is behind this small surface, so the choice stays a
-one-file decision; bench/httpx_upstream.py keeps the httpx version for comparison runs.
+The gateway shipped this client (it replaced httpx, measuring 3-6x less CPU per proxied
+request) until backends/http1.py (asyncio protocols + httptools' parser) replaced it in turn.
+`bench/run.py --targets seadragon,aiohttp,nginx` loads it *as* `seadragon_gw.backends.upstream`
+through bench/launch_variant.py, so the same gateway runs with either client; it keeps the
+module's surface (`Upstream`, `UpstreamResponse`, `UpstreamError` and its kinds,
+`failure_reason`) and semantics:
 
 - no connection (refused, connect timeout, DNS) -> BackendUnreachable; silence longer than
   `read_timeout_s` before the headers or between body bytes -> BackendTimedOut; any other
@@ -116,7 +118,7 @@ def _received_before_failure(content: aiohttp.StreamReader) -> bytes:
     before handing out what is still buffered, which would drop the backend's last chunks;
     a client should get everything the backend wrote, then the in-band error."""
     try:
-        return content._read_nowait(-1) if content._buffer else b""  # noqa: SLF001
+        return content._read_nowait(-1) if content._buffer else b""  # aiohttp internals, on purpose
     except (AttributeError, aiohttp.ClientError, TimeoutError):
         return b""
 

@@ -1,6 +1,6 @@
 """Upstream client cost alone: each Upstream variant against the fast backend, no gateway.
 
-    .venv/bin/python bench/client_micro.py [--variants httpx,aiohttp] [--concurrency 1,16,64]
+    .venv/bin/python bench/client_micro.py [--variants http1,aiohttp] [--concurrency 1,16,64]
 
 Runs `Upstream.open(...)` + `read()` (non-stream) or `chunks()` (stream) from C concurrent tasks
 for a few seconds in this process (pinned to --core, default 0; the backend is pinned to core 1)
@@ -28,7 +28,7 @@ HEADERS = [("content-type", "application/json"), ("user-agent", "bench"), ("acce
 async def child(url: str, concurrency: int, duration: float, stream: bool) -> None:
     from seadragon_gw.backends.upstream import Upstream
 
-    up = Upstream(url, 5.0, 600.0, concurrency)
+    up = Upstream("bench", url, 5.0, 600.0)
     body = BODY_STREAM if stream else BODY_CHAT
     count = 0
     stop = False
@@ -60,7 +60,8 @@ async def child(url: str, concurrency: int, duration: float, stream: bool) -> No
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--variants", default="httpx,aiohttp")
+    p.add_argument("--variants", default="http1,aiohttp",
+                   help="http1 = the shipped upstream.py; X = bench/X_upstream.py")
     p.add_argument("--concurrency", default="1,16,64")
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--core", default="0")
@@ -78,7 +79,7 @@ def main() -> None:
         url, c, d, s = args.child
         asyncio.run(child(url, int(c), float(d), s == "1"))
         return
-    sock_port = __import__("run").free_port()
+    sock_port = __import__("targets").free_port()
     backend = subprocess.Popen(["taskset", "-c", "1", sys.executable, os.path.join(HERE, "fast_backend.py"),
                                 "--port", str(sock_port)], stdout=subprocess.DEVNULL)
     time.sleep(1.0)
@@ -87,7 +88,7 @@ def main() -> None:
             for c in args.concurrency.split(","):
                 for v in args.variants.split(","):
                     env = dict(os.environ)
-                    if v != "aiohttp":  # aiohttp is the shipped upstream; others are variants
+                    if v != "http1":  # http1 is the shipped upstream; others are variants
                         env["SEADRAGON_UPSTREAM_VARIANT"] = os.path.join(HERE, f"{v}_upstream.py")
                     print(f"{'stream(20)' if stream else 'non-stream':10s} c={c:<3s} {v:8s}", end=" ", flush=True)
                     subprocess.run(["taskset", "-c", args.core, sys.executable, __file__, "--child",

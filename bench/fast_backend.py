@@ -16,6 +16,16 @@ leaves in its own `send()` the way a token stream does, instead of one coalesced
 reader slower than the backend may still find several chunks waiting in its socket at once;
 a pause of a few ms, like a real model's time per token, rules that out.)
 
+Two more per-request options, for the realistic and the queue-scale benchmarks:
+- `options.bench_ttft_ms`: a model's time to first token. The status line, headers and first
+  token go out together after that long (as Ollama's Go server sends its headers on the first
+  flush), then one token per `bench_interval_ms` and the done line one interval after the
+  last token, all on a fixed schedule from the request's arrival (a late timer does not push
+  the rest of the stream back, so every run of a stream takes the same time).
+- `options.bench_hold: true`: never answer. The request holds its connection (and the
+  gateway's backend slot) until the client goes away: with `max_concurrent: 1`, everything
+  sent after it waits in the gateway's queue.
+
     python bench/fast_backend.py --port 18000 [--chunks 20] [--interval-ms 0]
     python bench/fast_backend.py --selftest       # measures its own req/s (see RESULTS.md)
 """
@@ -31,6 +41,7 @@ import time
 import httptools
 import orjson
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = "bench:latest"
 CREATED = "2025-01-01T00:00:00.000000000Z"
 _TAGS = orjson.dumps({"models": [{
@@ -117,7 +128,7 @@ class BackendProtocol(asyncio.Protocol):
 
     __slots__ = ("srv", "transport", "parser", "url", "body", "headers_chunks", "busy", "queued")
 
-    def __init__(self, srv: "Server") -> None:
+    def __init__(self, srv: Server) -> None:
         self.srv = srv
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -187,18 +198,27 @@ class BackendProtocol(asyncio.Protocol):
             if not stream:
                 transport.write(srv.render.native_whole(model) if native else srv.render.openai_whole(model))
                 return
-            n, interval = srv.chunks, srv.interval
+            n, interval, ttft = srv.chunks, srv.interval, None
             opts = payload.get("options")
             if isinstance(opts, dict):
+                if opts.get("bench_hold") is True:
+                    self.busy = True  # never answered: the connection stays taken until it closes
+                    return
                 if isinstance(opts.get("bench_chunks"), int):
                     n = opts["bench_chunks"]
                 if isinstance(opts.get("bench_interval_ms"), (int, float)):
                     interval = opts["bench_interval_ms"] / 1000.0
+                if isinstance(opts.get("bench_ttft_ms"), (int, float)):
+                    ttft = opts["bench_ttft_ms"] / 1000.0
             if hchunks is not None:
                 n = int(hchunks)
             parts = srv.render.native_stream(model) if native else srv.render.openai_stream(model)
             self.busy = True
-            asyncio.get_running_loop().create_task(self.stream(parts, n, interval))
+            loop = asyncio.get_running_loop()
+            if ttft is None:
+                loop.create_task(self.stream(parts, n, interval))
+            else:
+                loop.create_task(self.timed_stream(parts, n, interval, ttft))
             return
         if method in (b"GET", b"HEAD"):
             if path == b"/api/tags":
@@ -238,6 +258,26 @@ class BackendProtocol(asyncio.Protocol):
                 self.handle(*self.queued.pop(0))
 
 
+    async def timed_stream(self, parts: tuple[bytes, bytes, bytes], n: int, interval: float, ttft: float) -> None:
+        """A model-like stream: headers with the first token after `ttft`, then a token every
+        `interval`, each due at a fixed time from the start (timer lateness does not add up)."""
+        head, token, final = parts
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            for k in range(n + 1):
+                await asyncio.sleep(max(0.0, start + ttft + k * interval - loop.time()))
+                transport = self.transport
+                if transport is None:
+                    return
+                data = token if k < n else final
+                transport.write(head + data if k == 0 else data)
+        finally:
+            self.busy = False
+            while self.queued and not self.busy:
+                self.handle(*self.queued.pop(0))
+
+
 class Server:
     def __init__(self, chunks: int, interval_ms: float) -> None:
         self.chunks = chunks
@@ -271,11 +311,10 @@ async def _selftest(args: argparse.Namespace) -> None:
     server = Server(args.chunks, args.interval_ms)
     srv = await server.serve("127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
-    here = os.path.dirname(os.path.abspath(__file__))
     for scenario in ("chat", "stream"):
         t0, c0 = time.perf_counter(), time.process_time()
         proc = await asyncio.create_subprocess_exec(
-            "taskset", "-c", args.client_core, sys.executable, os.path.join(here, "loadgen.py"),
+            "taskset", "-c", args.client_core, sys.executable, os.path.join(HERE, "loadgen.py"),
             "--url", f"http://127.0.0.1:{port}", "--scenario", scenario, "--concurrency", "64",
             "--duration", str(args.duration), "--chunks", str(args.chunks))
         await proc.wait()

@@ -1,12 +1,14 @@
-"""Bench-only launcher: the gateway with another `Upstream` implementation swapped in.
+"""Bench-only launcher: the gateway with another upstream client module swapped in.
 
-    SEADRAGON_UPSTREAM_VARIANT=bench/httpx_upstream.py \
+    SEADRAGON_UPSTREAM_VARIANT=bench/aiohttp_upstream.py \
         python bench/launch_variant.py serve --config FILE --port P
 
-The variant file is loaded *as* the module `seadragon_gw.backends.upstream` before anything
-else imports it, so `Backend.from_config` builds the variant's `Upstream` and `relay.py` catches
-the variant's `UpstreamError`: the file is a drop-in replacement for upstream.py, nothing in
-seadragon_gw/ is edited. Without the variable the shipped (aiohttp) module is used.
+(`bench/run.py --targets aiohttp` does this.) The variant file is loaded *as* the module
+`seadragon_gw.backends.upstream` before anything else imports it, so `Backend.from_config`
+builds the variant's `Upstream` and the proxy and relay catch the variant's `UpstreamError`
+kinds: the file is a drop-in replacement for upstream.py (same names and surface), nothing in
+seadragon_gw/ is edited. Without the variable the shipped module is used (upstream.py on
+backends/http1.py, the gateway's own HTTP/1.1 client).
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 Raw asyncio protocol on uvloop with httptools' response parser, one keep-alive connection per
 concurrent worker, pre-rendered request bytes. Per request it records latency (send -> last
-byte), time to first body chunk, the number of newline-delimited lines received (so a stream is
-checked for completeness: N token lines + the final `done:true` line), and how many socket
-reads the body took (a view of how the stream arrived: ~N+1 reads means chunk by chunk).
+byte), time to first body chunk (`ttfc`: the first body bytes, so the first token of a stream,
+never the status line or headers, which a gateway may send early while a request is queued;
+an SSE comment such as `: queued` is a keepalive and does not count either), the number of
+newline-delimited lines received (so a stream is checked for completeness: N token lines +
+the final `done:true` line), and how many socket reads the body took (a view of how the
+stream arrived: ~N+1 reads means chunk by chunk).
 
 Used in-process by bench/run.py, or alone:
     python bench/loadgen.py --url http://127.0.0.1:11435 --scenario stream --concurrency 16 \
@@ -40,11 +43,29 @@ class Scenario:
     chunks: int              # token chunks per request (0 for non-stream)
 
 
-def scenario(name: str, chunks: int, paced_ms: float = 2.0) -> Scenario:
+@dataclass(frozen=True)
+class ModelShape:
+    """The `real` scenario's backend: time to first token, then `tokens` tokens `interval_ms` apart."""
+    ttft_ms: float = 200.0
+    tokens: int = 50
+    interval_ms: float = 20.0
+
+    @property
+    def stream_s(self) -> float:
+        """How long one stream takes at the backend (first token, the rest, the done line)."""
+        return (self.ttft_ms + self.tokens * self.interval_ms) / 1000.0
+
+
+def scenario(name: str, chunks: int, paced_ms: float = 2.0, shape: ModelShape = ModelShape()) -> Scenario:
     """chat: native non-stream; stream: native stream with `chunks` token lines, as fast as the
     backend can write them; stream0: native stream with no token line (only the final done
     line); pstream / pstream_half: N and N//2 token chunks with `paced_ms` between chunks (like a
-    model's time per token, so each chunk travels alone); v1chat / v1stream: OpenAI route."""
+    model's time per token, so each chunk travels alone); real: a model-like native stream
+    (`shape`: 200 ms to the first token, then 50 tokens 20 ms apart); v1chat / v1stream: OpenAI route."""
+    if name == "real":
+        opts = {"bench_chunks": shape.tokens, "bench_interval_ms": shape.interval_ms, "bench_ttft_ms": shape.ttft_ms}
+        body = {"model": MODEL, "messages": MESSAGES, "options": opts}
+        return Scenario(name, "/api/chat", orjson.dumps(body), True, shape.tokens + 1, b'"done":true', shape.tokens)
     if name in ("pstream", "pstream_half"):
         n = chunks if name == "pstream" else chunks // 2
         body = {"model": MODEL, "messages": MESSAGES, "options": {"bench_chunks": n, "bench_interval_ms": paced_ms}}
@@ -113,6 +134,8 @@ class Conn(asyncio.Protocol):
         self.status = self.parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
+        if body[:1] == b":":
+            return  # an SSE comment (": queued" keepalive), not an answer's content
         if not self.t_first:
             self.t_first = time.perf_counter()
         self.lines += body.count(b"\n")
@@ -170,10 +193,14 @@ class Result:
 
 async def run_load(url: str, sc: Scenario, concurrency: int, duration: float, warmup: float = 1.0,
                    token: str | None = None,
-                   on_window: Callable[[str], None] | None = None) -> Result:
+                   on_window: Callable[[str], None] | None = None, stagger_s: float = 0.0) -> Result:
     """Closed loop: `concurrency` workers, each on its own connection, send back to back for
     `warmup + duration` seconds. Only requests that complete inside the measured window count;
-    `on_window("start"|"end")` is called at the window's edges (CPU sampling hooks)."""
+    `on_window("start"|"end")` is called at the window's edges (CPU sampling hooks).
+    `stagger_s`: worker i sends its first request i/concurrency * stagger_s late, so long
+    requests (a 1.2 s model stream) are spread over time as real clients' are, instead of all
+    starting, and ending, in one burst; the window's request count then does not depend on
+    where the bursts fall (keep `warmup` >= `stagger_s`)."""
     loop = asyncio.get_running_loop()
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -186,13 +213,15 @@ async def run_load(url: str, sc: Scenario, concurrency: int, duration: float, wa
     state = {"recording": False, "stop": False}
     perf = time.perf_counter
 
-    async def worker(conn: Conn) -> None:
+    async def worker(conn: Conn, delay: float) -> None:
         lat, ttfc = result.latencies, result.ttfc
+        if delay:
+            await asyncio.sleep(delay)
         while not state["stop"]:
             t0 = perf()
             try:
                 await conn.send(payload)
-            except Exception as exc:  # noqa: BLE001 - a load generator counts, it does not crash
+            except Exception as exc:  # a load generator counts errors, it does not crash
                 if state["recording"]:
                     result.errors += 1
                     result.error_samples.append(f"{type(exc).__name__}: {exc}")
@@ -213,7 +242,7 @@ async def run_load(url: str, sc: Scenario, concurrency: int, duration: float, wa
                     result.error_samples.append(
                         f"status={conn.status} lines={conn.lines}/{sc.expect_lines} tail={conn.tail[-40:]!r}")
 
-    tasks = [loop.create_task(worker(c)) for c in conns]
+    tasks = [loop.create_task(worker(c, i * stagger_s / concurrency)) for i, c in enumerate(conns)]
     await asyncio.sleep(warmup)
     state["recording"] = True
     if on_window:
@@ -243,7 +272,8 @@ def install_uvloop() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="closed-loop HTTP load generator")
     parser.add_argument("--url", required=True)
-    parser.add_argument("--scenario", default="chat", help="chat | stream | stream0 | v1chat | v1stream")
+    parser.add_argument("--scenario", default="chat",
+                        help="chat | stream | stream0 | pstream | pstream_half | real | v1chat | v1stream")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)

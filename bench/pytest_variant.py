@@ -1,6 +1,6 @@
 """Run the project's test suite against an Upstream variant (bench-only, edits nothing).
 
-    .venv/bin/python bench/pytest_variant.py bench/httpx_upstream.py -q tests/
+    .venv/bin/python bench/pytest_variant.py bench/aiohttp_upstream.py -q tests/
 
 The tests build the gateway in-process with `create_app`, so loading the variant as
 `seadragon_gw.backends.upstream` before pytest imports anything (bench/launch_variant.py's
