@@ -23,7 +23,7 @@ from tests.conftest import ADMIN, ALICE, FakeClock, GatewayFactory, RunningGatew
 from tests.support.checks import native_error, openai_error
 from tests.support.fakebackend import FakeBackend
 from tests.support.gwclient import chat, markers, wait_until
-from tests.support.server import ThreadedServer
+from tests.support.server import ThreadedServer, free_port
 
 BOB = {"Authorization": "Bearer tok-bob"}
 CAROL = {"Authorization": "Bearer tok-carol"}
@@ -535,3 +535,16 @@ def test_many_jobs_submitted_at_once_are_each_written_and_run_once(gw: RunningGa
     for job_id in ids:
         assert finished(gw, job_id, timeout=20)["status"] == "completed"
     assert sorted(markers(backend)) == sorted(f"b{i}" for i in range(40))
+
+
+def test_a_job_whose_backend_cannot_be_reached_waits_and_runs_once_it_is_back(gateways: GatewayFactory) -> None:
+    port = free_port()
+    with FakeBackend(port=port) as first:
+        gw = gateways.start([first], jobs={"retry_s": 0.02})
+    job_id = submit(gw, job("patient"))  # the backend is gone: connection refused
+    wait_until(lambda: read(gw, job_id)["metadata"]["attempts"] >= 1 and status_of(gw, job_id) == "queued",
+               "a refused attempt")
+    with FakeBackend(port=port) as back:
+        done = finished(gw, job_id)
+        assert done["status"] == "completed" and done["metadata"]["attempts"] >= 2
+        assert markers(back) == ["patient"]

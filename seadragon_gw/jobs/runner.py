@@ -14,6 +14,9 @@ Durability: the row is written before the 202; `processing` when the slot is lea
 start-up `processing` rows are queued again (the gateway died while they ran), so a job runs
 again until a `completed` row has committed, and never after.
 
+A job whose backend cannot be reached (no connection: nothing was sent) is queued again and
+tried after `jobs.retry_s`, until its queue deadline; any other failure ends it `failed`.
+
 Stopping: nothing new is admitted; waiting jobs stay queued (their rows never changed),
 running ones are cancelled upstream and set back to queued: all run at the next start.
 """
@@ -31,6 +34,7 @@ from typing import Any, Literal
 import orjson
 
 from ..auth.principal import Principal
+from ..backends.upstream import BackendUnreachable
 from ..config import JobsConfig
 from ..errors import GatewayError, TooManyRequests, Unavailable
 from ..lifecycle.consume import Answer, Forwarded, complete
@@ -314,6 +318,11 @@ class JobRunner:
             answer = await complete(exchange, Forwarded("POST", live.pending.route, HEADERS, job.body, payload))
         except ShuttingDown:  # rejected while waiting: stays queued for the next start
             self._halted = True
+            return
+        except BackendUnreachable:  # nothing reached a backend: queued again, tried again later
+            await self.repo.requeue(live.pending.id)
+            self._index.add(live.pending)
+            self._blocked.add(live.pending.key)
             return
         except GatewayError as exc:  # upstream failures, queue timeout, a cleared queue
             message = self._timed_out(live.pending) if isinstance(exc, QueueTimeout) else exc.message
