@@ -74,7 +74,7 @@ class JobService:
         job = await self.repo.get(job_id) if 0 < len(job_id) <= MAX_ID else None
         if job is None or not may_see(principal, job.owner):
             raise NotFound(f"job '{job_id[:MAX_ID]}' not found")
-        return job, self.runner.status_of(job.id) or job.status
+        return job, self._status(job)
 
     async def listing(self, principal: Principal, status: str | None, limit: int | None,
                       everyone: bool) -> list[tuple[StoredJob, JobStatus]]:
@@ -89,7 +89,11 @@ class JobService:
             raise NotPermitted("only an admin may list every owner's jobs")
         owner = None if everyone else owner_of(principal)
         jobs = await self.repo.listing(owner, cast(JobStatus | None, status), limit)
-        return [(job, self.runner.status_of(job.id) or job.status) for job in jobs]
+        return [(job, self._status(job)) for job in jobs]
+
+    def _status(self, job: StoredJob) -> JobStatus:
+        """A job that took its slot a moment ago is `processing` before its row says so."""
+        return (self.runner.status_of(job.id) or job.status) if job.status == "queued" else job.status
 
     async def cancel(self, principal: Principal, job_id: str) -> tuple[StoredJob, JobStatus]:
         """Cancel a queued or running job; Conflict once it has ended."""
