@@ -140,6 +140,7 @@ def start_pyspy(target: targets.Target, raw: Path, seconds: float, rate: int, co
         pyspy = "py-spy"
     return subprocess.Popen(["taskset", "-c", cores.load, pyspy, "record", "--pid", str(target.proc.pid),
                              "--rate", str(rate), "--format", "raw", "--threads", "-o", str(raw),
+                             *(["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") else []),
                              "--duration", str(int(seconds + 1.5))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -86,8 +86,26 @@ class Target:
         return f"http://127.0.0.1:{self.port}"
 
 
+# The operator features for `seadragon` (on: metrics, usage log and rate limits, the limits high
+# enough never to refuse) and `seadragon-off` (all three off): issue 8's "within 1.15x" check.
+OPERATIONS_ON = """\
+rate_limits:
+  enabled: true
+  default: {per_minute: 100000000, burst: 100000000}
+"""
+OPERATIONS_OFF = """\
+rate_limits:
+  enabled: false
+usage:
+  enabled: false
+metrics:
+  enabled: false
+"""
+
+
 def gateway_config(workdir: str, port: int, backend_port: int, max_concurrent: int,
-                   extra_server: dict[str, object] | None = None, max_waiting: int = 100000) -> str:
+                   extra_server: dict[str, object] | None = None, max_waiting: int = 100000,
+                   sections: str = "") -> str:
     Path(workdir, "tokens.json").write_text(json.dumps({"bench": TOKEN}))
     extra = "".join(f"  {k}: {v}\n" for k, v in (extra_server or {}).items())
     config = f"""\
@@ -110,7 +128,7 @@ backends:
     url: http://127.0.0.1:{backend_port}
     max_concurrent: {max_concurrent}
     models: "*"
-"""
+""" + sections
     path = Path(workdir, "config.yaml")
     path.write_text(config)
     return str(path)
@@ -199,7 +217,7 @@ def _gateway_cmd(name: str, config: str, port: int, env: dict[str, str], workdir
                  ) -> tuple[list[str], str | None]:
     """The command line for a Python target and, for base@REF, its worktree."""
     serve = ["serve", "--config", config, "--port", str(port)]
-    if name == "seadragon":
+    if name in ("seadragon", "seadragon-off"):
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         return [sys.executable, "-m", "seadragon_gw", *serve], None
     if name.startswith("base@"):
@@ -232,7 +250,8 @@ def start_target(name: str, backend_port: int, max_concurrent: int, core: str,
         cmd = [nginx_binary(), "-p", workdir, "-e", f"{workdir}/error.log", "-c", conf]
         ready = "/api/version"  # through the proxy: nginx is up and reaches the backend
     else:
-        config = gateway_config(workdir, port, backend_port, max_concurrent, extra_server, max_waiting)
+        sections = {"seadragon": OPERATIONS_ON, "seadragon-off": OPERATIONS_OFF}.get(name, "")
+        config = gateway_config(workdir, port, backend_port, max_concurrent, extra_server, max_waiting, sections)
         cmd, tree = _gateway_cmd(name, config, port, env, workdir)
         ready = "/health"
     proc = subprocess.Popen(["taskset", "-c", core, *cmd], cwd=workdir, env=env, stdout=log,

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from ..aio import until
 from ..backends.upstream import StreamBroken, UpstreamResponse
 from ..errors import GatewayError, InvalidInput
 from ..gateway import Gateway
@@ -94,7 +95,7 @@ async def _run(gateway: Gateway, call: Call, receive: Receive) -> None:
     """Wait, open, relay; a disconnect cancels any step; release exactly once."""
     exchange, writer = call.exchange, call.writer
     assert exchange is not None
-    task = asyncio.current_task()
+    task = asyncio.current_task(gateway.scheduler.loop)  # with the loop: no getpid() call
     assert task is not None
     watch = None if call.spec.raw_body else DisconnectWatch(call.scope, receive, task)
     outcome: Outcome = "ok"
@@ -167,18 +168,19 @@ async def _wait_in_queue(gateway: Gateway, call: Call, exchange: Exchange) -> No
         await writer.comment(b": queued\n\n")
 
 
-async def _open_with_grace(gateway: Gateway, writer: HttpWriter, opening: Awaitable[UpstreamResponse]
+async def _open_with_grace(gateway: Gateway, writer: HttpWriter, opening: Coroutine[Any, Any, UpstreamResponse]
                            ) -> UpstreamResponse:
     """Open a stream, but if the backend has not answered within `queue.header_grace_s`
     (Ollama sends no headers while it loads a model) send the client its 200 stream headers
     anyway, so header timeouts (legacy Cline: 30 s) do not fire. Quick failures keep their
     real status; later ones end the stream in-band."""
-    task = asyncio.ensure_future(opening)
+    loop = gateway.scheduler.loop
+    task: asyncio.Task[UpstreamResponse] = loop.create_task(opening)
     try:
-        done, _ = await asyncio.wait({task}, timeout=gateway.config.queue.header_grace_s)
-        if not done:
+        await until(task, gateway.config.queue.header_grace_s, loop)
+        if not task.done():
             await writer.start_stream(200)
-            await asyncio.wait({task})
+            await task  # a client leaving now cancels the opening too
         return task.result()
     except BaseException:
         if not task.done():

@@ -13,7 +13,6 @@ behave the same everywhere.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..aio import until
 from ..auth.principal import Principal
 from ..backends.backend import Backend
 from ..backends.registry import Registry
@@ -83,12 +83,12 @@ class Exchange:
         assert self.entry is not None
         granted = self.entry.granted
         if not granted.done():
-            loop = asyncio.get_running_loop()
+            loop = self.service.scheduler.loop
             remaining = self.deadline - loop.time()
             if remaining <= 0:
                 raise self._timeout()
             wait_s = remaining if step is None else min(remaining, step)
-            await _until(granted, wait_s, loop)
+            await until(granted, wait_s, loop)
             if not granted.done():
                 if wait_s >= remaining:  # the deadline, not a keepalive step (no clock re-read:
                     raise self._timeout()  # timers may fire a hair early)
@@ -132,25 +132,6 @@ class Exchange:
     def _timeout(self) -> QueueTimeout:
         timeout = self.service.config.timeout_s
         return QueueTimeout(f"timed out after {timeout:g}s waiting in the queue for model '{self.model}'")
-
-
-async def _until(future: asyncio.Future[Any], seconds: float, loop: asyncio.AbstractEventLoop) -> None:
-    """Wait until `future` is done or `seconds` passed, never cancelling `future` (the
-    scheduler resolves it). Fewer objects than `wait_for(shield(...))`: one future, one timer
-    handle; a waiting request is held by the thousand, so its size matters."""
-    waker: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: object = None) -> None:
-        if not waker.done():
-            waker.set_result(None)
-
-    timer = loop.call_later(seconds, wake)
-    future.add_done_callback(wake)
-    try:
-        await waker
-    finally:
-        timer.cancel()
-        future.remove_done_callback(wake)
 
 
 class AdmissionCheck(Protocol):
@@ -197,7 +178,7 @@ class RequestService:
         name = self._model_name(spec, payload)
         record.model = name
         self._check_model_fields(spec, payload, principal)
-        loop_time = asyncio.get_running_loop().time()
+        loop_time = self.scheduler.loop.time()
         deadline = loop_time + (self.config.timeout_s if timeout_s is None else timeout_s)
         key, backend = self._route(spec, principal, name)
         for rule in self.checks:

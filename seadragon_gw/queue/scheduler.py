@@ -53,7 +53,18 @@ class Scheduler:
         self._retiring: set[Backend] = set()
         self._seq = itertools.count()
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         registry.attach(self)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the scheduler runs on, kept once: on Python 3.11 every
+        `asyncio.get_running_loop()` is a getpid() system call (fork detection), which was ~10%
+        of the gateway's CPU per request when four calls were made per request."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     @property
     def backends(self) -> list[Backend]:
@@ -71,7 +82,7 @@ class Scheduler:
             enqueued_at=now,
             sort_key=sort_key(priority, now, self.config.aging_per_minute),
             seq=next(self._seq),
-            granted=asyncio.get_running_loop().create_future(),
+            granted=self.loop.create_future(),
             record=record,
         )
         backend = self._parked_backend_for(queue_key)
@@ -139,6 +150,7 @@ class Scheduler:
     # -- backends come and go ------------------------------------------------------------
     def start(self) -> None:
         self._running = True
+        self._loop = asyncio.get_running_loop()
         for backend in self.backends:
             self._start_dispatchers(backend)
 
@@ -199,7 +211,7 @@ class Scheduler:
                 backend.active -= 1
 
     async def _park(self, backend: Backend) -> QueueEntry:
-        parked: asyncio.Future[QueueEntry] = asyncio.get_running_loop().create_future()
+        parked: asyncio.Future[QueueEntry] = self.loop.create_future()
         waiting = self._parked.setdefault(backend, [])
         waiting.append(parked)
         try:

@@ -8,8 +8,8 @@ function), so no request list is ever loaded into Python.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
 
