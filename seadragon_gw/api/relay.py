@@ -39,7 +39,8 @@ async def relay_stream(writer: HttpWriter, response: UpstreamResponse, rewrite: 
     """Pass stream chunks on at line boundaries. Raises UpstreamError if the backend's
     stream breaks; `writer.event_open` then says whether an SSE event was cut."""
     pending = b""
-    async for chunk in response.chunks():
+    next_chunk = response.next_chunk
+    while chunk := await next_chunk():
         data = pending + chunk if pending else chunk
         cut = data.rfind(b"\n") + 1
         if cut == 0:

@@ -86,10 +86,14 @@ class UpstreamResponse:
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; raises UpstreamError if the stream breaks or stalls
         (after the bytes that arrived before the failure)."""
-        response = self._response
+        while chunk := await self.next_chunk():
+            yield chunk
+
+    async def next_chunk(self) -> bytes:
+        """The body bytes received since the last call, b"" at the end (the relay's per-token
+        call: one coroutine, no generator layers)."""
         try:
-            while chunk := await response.chunk():
-                yield chunk
+            return await self._response.chunk()
         except ResponseFailed as exc:
             raise _body_error(self.backend, exc, "while streaming") from None
 

@@ -1,10 +1,13 @@
 """Prometheus metrics of one gateway, counted from finished request records.
 
-Each gateway has its own `CollectorRegistry` (never the library's global one), so two
-gateways in one process, as in the tests, never share a count. The record observer runs on
-the event loop for every request, so it stays cheap: prometheus-client's `labels()` lookup
-(validation, a lock, a dict keyed by a fresh tuple) is done once per label combination and
-the children are kept in a dict, so a request costs one dict lookup plus the increments.
+The record observer runs on the event loop for every request, so it only adds to plain
+numbers: per label combination a few ints and floats, and bucket counts found with `bisect`
+(C). prometheus-client's own Counter and Histogram take a lock per increment and walk
+Python code per observation; at three histograms and three counters a request that was
+several microseconds, the largest part of the operator features' cost per request. The
+numbers become metric families only when `/metrics` is scraped (`_Collector`). Each gateway
+has its own `CollectorRegistry` (never the library's global one), so two gateways in one
+process, as in the tests, never share a count.
 
 Label values are bounded: `route` is a known route template (else "other"), `model` a model
 some backend serves (else "other"), `status` an HTTP status, `priority` one of four classes.
@@ -12,8 +15,13 @@ some backend serves (else "other"), `status` an HTTP status, `priority` one of f
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import bisect
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from ..backends.registry import Registry
 from ..lifecycle.route import INFERENCE
@@ -34,6 +42,7 @@ REFUSED = frozenset({"rejected", "cleared", "queue_timeout"})
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 FIRST_BYTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_MODEL_CACHE_LIMIT = 1024
 
 
 def route_label(path: str) -> str:
@@ -42,50 +51,38 @@ def route_label(path: str) -> str:
     return BLOBS_ROUTE if path.startswith(BLOBS_PREFIX) else OTHER
 
 
+class _Histogram:
+    """Bucket counts (not cumulative), a sum and a count."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(total)))
+        return out
+
+
 class _Series:
-    """The children one label combination updates. The request counter is made at once; the
-    others when first used, so a combination that never waits or counts tokens (a 404) shows
-    no empty series."""
+    """What one (route, model, status, priority class, outcome) combination has counted."""
 
-    __slots__ = ("_metrics", "_model", "_pclass", "requests", "rate_limited", "refused", "_wait", "_first_byte",
-                 "_duration", "_tokens_in", "_tokens_out")
+    __slots__ = ("requests", "tokens_in", "tokens_out")
 
-    def __init__(self, metrics: GatewayMetrics, route: str, model: str, status: int, pclass: str,
-                 outcome: str) -> None:
-        self._metrics, self._model, self._pclass = metrics, model, pclass
-        self.requests = metrics.requests.labels(route, model, str(status), pclass)
-        self.rate_limited = metrics.rate_limited.labels(route) if status == 429 else None
-        self.refused = metrics.refused.labels(route, outcome) if outcome in REFUSED else None
-        self._wait: Histogram | None = None
-        self._first_byte: Histogram | None = None
-        self._duration: Histogram | None = None
-        self._tokens_in: Counter | None = None
-        self._tokens_out: Counter | None = None
-
-    def wait(self) -> Histogram:
-        if self._wait is None:
-            self._wait = self._metrics.queue_wait.labels(self._model, self._pclass)
-        return self._wait
-
-    def first_byte(self) -> Histogram:
-        if self._first_byte is None:
-            self._first_byte = self._metrics.first_byte.labels(self._model)
-        return self._first_byte
-
-    def duration(self) -> Histogram:
-        if self._duration is None:
-            self._duration = self._metrics.duration.labels(self._model)
-        return self._duration
-
-    def tokens_in(self) -> Counter:
-        if self._tokens_in is None:
-            self._tokens_in = self._metrics.tokens.labels(self._model, "in")
-        return self._tokens_in
-
-    def tokens_out(self) -> Counter:
-        if self._tokens_out is None:
-            self._tokens_out = self._metrics.tokens.labels(self._model, "out")
-        return self._tokens_out
+    def __init__(self) -> None:
+        self.requests = 0
+        self.tokens_in = 0
+        self.tokens_out = 0
 
 
 class GatewayMetrics:
@@ -93,68 +90,120 @@ class GatewayMetrics:
 
     def __init__(self, registry: Registry, scheduler: Scheduler, inflight: InFlight) -> None:
         self._backends = registry
-        self.registry = CollectorRegistry()
-        reg = self.registry
-        self.requests = Counter("seadragon_requests", "Finished requests", ["route", "model", "status", "priority"],
-                                registry=reg)
-        self.queue_wait = Histogram("seadragon_queue_wait_seconds", "Time from entering the queue to a slot",
-                                    ["model", "priority"], buckets=WAIT_BUCKETS, registry=reg)
-        self.first_byte = Histogram("seadragon_upstream_first_byte_seconds",
-                                    "Time from the slot to the backend's first byte", ["model"],
-                                    buckets=FIRST_BYTE_BUCKETS, registry=reg)
-        self.duration = Histogram("seadragon_upstream_duration_seconds",
-                                  "Time from the slot to the request's end", ["model"],
-                                  buckets=DURATION_BUCKETS, registry=reg)
-        self.tokens = Counter("seadragon_tokens", "Tokens in (prompt) and out (completion)",
-                              ["model", "direction"], registry=reg)
-        self.rate_limited = Counter("seadragon_rate_limited", "Requests refused by a rate limit or quota (429)",
-                                    ["route"], registry=reg)
-        self.refused = Counter("seadragon_rejected", "Requests refused, cleared or timed out in the queue",
-                               ["route", "reason"], registry=reg)
-        reg.register(LiveGauges(registry, scheduler, inflight))
         self._series: dict[tuple[str, str, int, str, str], _Series] = {}
+        self._waits: dict[tuple[str, str], _Histogram] = {}
+        self._first_bytes: dict[str, _Histogram] = {}
+        self._durations: dict[str, _Histogram] = {}
+        self._models: dict[str | None, str] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(self))
+        self.registry.register(LiveGauges(registry, scheduler, inflight))
 
     def request_finished(self, record: RequestRecord) -> None:
-        outcome = record.outcome or "ok"
-        label = (route_label(record.route), self._model_label(record.model), record.status,
-                 priority_class(record.priority), outcome)
+        model = self._models.get(record.model)
+        if model is None:
+            model = self._model_label(record.model)
+        pclass = priority_class(record.priority)
+        label = (route_label(record.route), model, record.status, pclass, record.outcome or "ok")
         series = self._series.get(label)
         if series is None:
-            series = self._series[label] = _Series(self, *label)
-        series.requests.inc()
-        if series.rate_limited is not None:
-            series.rate_limited.inc()
-        if series.refused is not None:
-            series.refused.inc()
-        _observe_times(series, record)
+            series = self._series[label] = _Series()
+        series.requests += 1
         if record.prompt_tokens:
-            series.tokens_in().inc(record.prompt_tokens)
+            series.tokens_in += record.prompt_tokens
         if record.completion_tokens:
-            series.tokens_out().inc(record.completion_tokens)
+            series.tokens_out += record.completion_tokens
+        granted = record.granted_at
+        if granted is None:
+            return
+        if record.queued_at is not None:
+            _histogram(self._waits, (model, pclass), WAIT_BUCKETS).observe(granted - record.queued_at)
+        if record.backend is None:
+            return
+        if record.first_byte_at is not None:
+            _histogram(self._first_bytes, model, FIRST_BYTE_BUCKETS).observe(record.first_byte_at - granted)
+        if record.finished_at is not None:
+            _histogram(self._durations, model, DURATION_BUCKETS).observe(record.finished_at - granted)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def families(self) -> Iterable[Metric]:
+        """The counted numbers as metric families (at scrape time)."""
+        requests = CounterMetricFamily("seadragon_requests", "Finished requests",
+                                       labels=["route", "model", "status", "priority"])
+        tokens = CounterMetricFamily("seadragon_tokens", "Tokens in (prompt) and out (completion)",
+                                     labels=["model", "direction"])
+        limited = CounterMetricFamily("seadragon_rate_limited", "Requests refused by a rate limit or quota (429)",
+                                      labels=["route"])
+        refused = CounterMetricFamily("seadragon_rejected", "Requests refused, cleared or timed out in the queue",
+                                      labels=["route", "reason"])
+        by_request: dict[tuple[str, ...], int] = {}
+        by_tokens: dict[tuple[str, str], int] = {}
+        by_limit: dict[str, int] = {}
+        by_refusal: dict[tuple[str, str], int] = {}
+        for (route, model, status, pclass, outcome), series in self._series.items():
+            key = (route, model, str(status), pclass)
+            by_request[key] = by_request.get(key, 0) + series.requests
+            for direction, count in (("in", series.tokens_in), ("out", series.tokens_out)):
+                if count:
+                    by_tokens[(model, direction)] = by_tokens.get((model, direction), 0) + count
+            if status == 429:
+                by_limit[route] = by_limit.get(route, 0) + series.requests
+            if outcome in REFUSED:
+                by_refusal[(route, outcome)] = by_refusal.get((route, outcome), 0) + series.requests
+        for labels, value in by_request.items():
+            requests.add_metric(list(labels), value)
+        for (model, direction), value in by_tokens.items():
+            tokens.add_metric([model, direction], value)
+        for route, value in by_limit.items():
+            limited.add_metric([route], value)
+        for (route, reason), value in by_refusal.items():
+            refused.add_metric([route, reason], value)
+        yield from (requests, tokens, limited, refused)
+        yield _histogram_family("seadragon_queue_wait_seconds", "Time from entering the queue to a slot",
+                                ["model", "priority"], {k: v for k, v in self._waits.items()})
+        yield _histogram_family("seadragon_upstream_first_byte_seconds",
+                                "Time from the slot to the backend's first byte", ["model"],
+                                {(k,): v for k, v in self._first_bytes.items()})
+        yield _histogram_family("seadragon_upstream_duration_seconds", "Time from the slot to the request's end",
+                                ["model"], {(k,): v for k, v in self._durations.items()})
+
     def _model_label(self, name: str | None) -> str:
-        """The model key when some backend serves it: a client's garbage names all read "other"."""
-        if name is None:
-            return OTHER
-        key = model_key(name)
-        for backend in self._backends.backends:
-            if key in backend.models:
-                return key
-        return OTHER
+        """The model key when some backend serves it: a client's garbage names all read "other".
+        Remembered per name (bounded; forgotten when full, so a model served later shows up)."""
+        label = OTHER
+        if name is not None:
+            key = model_key(name)
+            if any(key in backend.models for backend in self._backends.backends):
+                label = key
+        if len(self._models) >= _MODEL_CACHE_LIMIT:
+            self._models.clear()
+        if label != OTHER:
+            self._models[name] = label
+        return label
 
 
-def _observe_times(series: _Series, record: RequestRecord) -> None:
-    granted = record.granted_at
-    if granted is None:
-        return
-    if record.queued_at is not None:
-        series.wait().observe(granted - record.queued_at)
-    if record.backend is None:
-        return
-    if record.first_byte_at is not None:
-        series.first_byte().observe(record.first_byte_at - granted)
-    if record.finished_at is not None:
-        series.duration().observe(record.finished_at - granted)
+class _Collector:
+    """Hands the counted numbers to prometheus-client when it renders a scrape."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics.families()
+
+
+def _histogram(table: dict[Any, _Histogram], key: Any, bounds: tuple[float, ...]) -> _Histogram:
+    histogram = table.get(key)
+    if histogram is None:
+        histogram = table[key] = _Histogram(bounds)
+    return histogram
+
+
+def _histogram_family(name: str, doc: str, labels: list[str], series: dict[tuple[str, ...], _Histogram]
+                      ) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for values, histogram in series.items():
+        family.add_metric(list(values), histogram.buckets(), histogram.sum)
+    return family
