@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ./run.sh            create .venv, install, start the gateway with config.yaml
-# ./run.sh test       install the test extras and run the whole suite
+# ./run.sh test       install the test extras, lint (ruff), type-check (mypy --strict), run the whole suite
 # ./run.sh ARGS...    any other seadragon-gw command (keys, whitelist, admin, tokens, --port N)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -29,6 +29,10 @@ case "${1:-serve}" in
   test)
     shift
     install ".[test]" test "seadragon_gw with its test extras"
+    say "lint: ruff check"
+    .venv/bin/ruff check .
+    say "types: mypy --strict seadragon_gw"
+    .venv/bin/mypy
     say "running the tests"
     exec .venv/bin/python -m pytest "$@"
     ;;
