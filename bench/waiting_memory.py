@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -114,6 +115,11 @@ def run(port: int, n: int) -> None:
     print("\n| allocated in | bytes per waiting request | share |\n|---|---:|---:|")
     for name, size in by.most_common(12):
         print(f"| {name} | {size / n:,.0f} | {size / total * 100:.0f} % |")
+    if os.environ.get("BENCH_MEMORY_LINES"):
+        print("\n| line | bytes per waiting request |\n|---|---:|")
+        for stat in after.compare_to(before, "lineno")[:25]:
+            frame = stat.traceback[0]
+            print(f"| {frame.filename.rsplit('/', 2)[-2:]}:{frame.lineno} | {stat.size_diff / n:,.0f} |")
     for sock in [*socks, *first]:
         sock.close()
 
