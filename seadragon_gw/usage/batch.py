@@ -32,6 +32,7 @@ class WriteBatch(Generic[T]):
         self._stopping = asyncio.Event()
         self._failing = False
         self._dropped = 0
+        self._writing = asyncio.Lock()
 
     def add(self, item: T) -> None:
         """Queue one item for writing; drops the oldest beyond `max_items`."""
@@ -64,7 +65,13 @@ class WriteBatch(Generic[T]):
         await self.flush()
 
     async def flush(self) -> None:
-        """Write everything pending now; on failure keep it (bounded) for the next try."""
+        """Write everything pending now; on failure keep it (bounded) for the next try. A
+        flush waits for one already writing, so a reader that flushes first sees every item
+        added before it (the background write may have taken them a moment ago)."""
+        async with self._writing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._items:
             return
         batch = list(self._items)
