@@ -4,7 +4,8 @@ Only to hosts the operator listed (`jobs.callback_hosts`, checked again at deliv
 may have changed since the job was made), never following a redirect, retried with doubling
 waits, and remembered in the database (`callback_state`), so a delivery the gateway could not
 finish before it stopped is made at the next start. The URL may carry a token of the
-receiver's, so logs name only its host.
+receiver's, so logs name only its host. Sent with the gateway's own HTTP client (the one
+the proxy uses, `backends/upstream.py`): one short-lived connection pool per delivery.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import asyncio
 import logging
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
+from ..backends.upstream import Upstream, UpstreamError
 from ..config import JobsConfig
 from ..errors import InvalidInput
 from ..store.jobs import JobRepo
@@ -30,14 +31,12 @@ class Webhooks:
     def __init__(self, config: JobsConfig, repo: JobRepo) -> None:
         self._config = config
         self._repo = repo
-        self._session: aiohttp.ClientSession | None = None
+        self._running = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self._config.callback_timeout_s)
-        self._session = aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
-                                              auto_decompress=False)
+        self._running = True
 
     async def resume(self) -> None:
         """Deliver what is due and not under way (after a restart, after a bulk end)."""
@@ -45,7 +44,7 @@ class Webhooks:
             self.deliver(job_id)
 
     def deliver(self, job_id: str) -> None:
-        if self._session is None or job_id in self._tasks:
+        if not self._running or job_id in self._tasks:
             return
         task = asyncio.create_task(self._deliver(job_id), name=f"webhook:{job_id[:8]}")
         self._tasks[job_id] = task
@@ -53,13 +52,11 @@ class Webhooks:
 
     async def close(self) -> None:
         """Stop delivering; what was not delivered stays due for the next start."""
-        session, self._session = self._session, None
+        self._running = False
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if session is not None:
-            await session.close()
 
     async def _deliver(self, job_id: str) -> None:
         job = await self._repo.get(job_id)
@@ -86,19 +83,27 @@ class Webhooks:
         await self._repo.set_callback_state(job_id, "failed")
 
     async def _post(self, job_id: str, url: str, body: bytes) -> bool:
-        session = self._session
-        if session is None:
+        if not self._running:
             return False
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        timeout = self._config.callback_timeout_s
+        client = Upstream("webhook", f"{parts.scheme}://{parts.netloc}", timeout, timeout)
         async with self._slots:
             try:
-                async with session.post(url, data=body, allow_redirects=False,
-                                        headers={"Content-Type": "application/json"}) as response:
-                    ok = 200 <= response.status < 300
-                    if not ok:
-                        log.info("job %s: webhook to %s answered HTTP %d", job_id, urlsplit(url).hostname,
-                                 response.status)
-                    return ok
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.info("job %s: webhook to %s failed: %s", job_id, urlsplit(url).hostname,
-                         type(exc).__name__)
+                async with asyncio.timeout(timeout):
+                    response = await client.open("POST", target, [("content-type", "application/json")], body)
+                    try:
+                        await response.read()
+                    finally:
+                        await response.aclose()
+            except (UpstreamError, TimeoutError) as exc:
+                reason = exc.message if isinstance(exc, UpstreamError) else "timed out"
+                log.info("job %s: webhook to %s failed: %s", job_id, parts.hostname, reason.replace(url, "..."))
                 return False
+            finally:
+                await client.aclose()
+        ok = 200 <= response.status < 300
+        if not ok:  # a redirect (3xx) is not followed: it counts as a failure
+            log.info("job %s: webhook to %s answered HTTP %d", job_id, parts.hostname, response.status)
+        return ok
