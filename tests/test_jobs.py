@@ -548,3 +548,20 @@ def test_a_job_whose_backend_cannot_be_reached_waits_and_runs_once_it_is_back(ga
         done = finished(gw, job_id)
         assert done["status"] == "completed" and done["metadata"]["attempts"] >= 2
         assert markers(back) == ["patient"]
+
+
+def test_queue_clear_fails_the_jobs_waiting_beyond_the_window_too(gateways: GatewayFactory,
+                                                                  backend: FakeBackend) -> None:
+    gw = gateways.start([backend], jobs={"admit_window": 1})
+    backend.hold()
+    ids = [submit(gw, job(f"c{i}")) for i in range(4)]  # c0 runs, c1 in the scheduler, c2 c3 in the index
+    backend.wait_waiting(1)
+    wait_until(lambda: gw.waiting() == 1, "one job in the scheduler's queue")
+    response = httpx.post(gw.url + "/api/queue/clear", headers=ADMIN)
+    assert response.json() == {"cleared": 3, "model": None}
+    for job_id in ids[1:]:
+        ended = finished(gw, job_id)
+        assert (ended["status"], ended["error"]) == ("failed", "queue cleared by an administrator")
+    backend.release()
+    assert finished(gw, ids[0])["status"] == "completed"
+    assert markers(backend) == ["c0"]

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from ..errors import InvalidInput, NotFound
 from ..model_names import model_key
 from ..ops.metrics import CONTENT_TYPE
+from ..queue.errors import CLEARED_MESSAGE
 from .asgi import authorize, header_map
 from .context import gateway_of
 from .responses import json_response
@@ -33,7 +34,11 @@ async def queue_clear(request: Request) -> Response:
     principal = authorize(request, "admin")
     body = await json_object(request)
     name = _model_name(body.get("model", request.query_params.get("model")))
-    cleared = gateway_of(request).ops.queue.clear(name, model_key(name) if name else None, principal)
+    gateway = gateway_of(request)
+    key = model_key(name) if name else None
+    cleared = gateway.ops.queue.clear(name, key, principal)
+    # async jobs not yet in the scheduler's queue (beyond jobs.admit_window) are waiting too
+    cleared += await gateway.jobs.runner.clear(key, CLEARED_MESSAGE)
     return json_response({"cleared": cleared, "model": name})
 
 
