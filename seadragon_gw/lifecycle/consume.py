@@ -41,13 +41,34 @@ class Answer:
     body: bytes
 
 
+class _Ending:
+    """How an exchange ended, released exactly once on the way out of a `with` block: the
+    error that ended it sets the outcome (a consumer that stopped or was cancelled is
+    `client_gone`)."""
+
+    __slots__ = ("exchange", "outcome", "status", "error")
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.outcome: Outcome = "ok"
+        self.status = 0
+        self.error: str | None = None
+
+    def __enter__(self) -> _Ending:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            self.outcome, self.error = "client_gone", "cancelled"
+        elif isinstance(exc, GatewayError):
+            self.outcome, self.error = outcome_of(exc), exc.message
+        self.exchange.release(self.outcome, self.status, self.error)
+
+
 async def complete(exchange: Exchange, request: Forwarded, *, on_waiting: OnWaiting | None = None,
                    step_s: float | None = None) -> Answer:
     """Wait, forward, read the whole answer, release. Raises what ended the request."""
-    outcome: Outcome = "ok"
-    error: str | None = None
-    status = 0
-    try:
+    with _Ending(exchange) as ending:
         response = await _open(exchange, request, on_waiting, step_s)
         try:
             body = await response.read()
@@ -56,18 +77,10 @@ async def complete(exchange: Exchange, request: Forwarded, *, on_waiting: OnWait
         if exchange.rewrite is not None:
             body = exchange.rewrite(body)
         _count(exchange, body)
-        status = response.status
-        if status >= 500:
-            outcome = "upstream_error"
-        return Answer(status, response.headers, body)
-    except asyncio.CancelledError:
-        outcome, error = "client_gone", "cancelled"
-        raise
-    except GatewayError as exc:
-        outcome, error = outcome_of(exc), exc.message
-        raise
-    finally:
-        exchange.release(outcome, status, error)
+        ending.status = response.status
+        if response.status >= 500:
+            ending.outcome = "upstream_error"
+        return Answer(response.status, response.headers, body)
 
 
 async def lines(exchange: Exchange, request: Forwarded, *, on_waiting: OnWaiting | None = None,
@@ -75,27 +88,16 @@ async def lines(exchange: Exchange, request: Forwarded, *, on_waiting: OnWaiting
     """Wait, forward, and yield the answer line by line (NDJSON lines, SSE lines, without
     the newline), release at the end or when the consumer stops. A backend error status
     raises StreamBroken with the backend's message before any line."""
-    outcome: Outcome = "ok"
-    error: str | None = None
-    status = 0
-    try:
+    with _Ending(exchange) as ending:
         response = await _open(exchange, request, on_waiting, step_s)
         try:
-            status = response.status
-            if status >= 400:
-                raise StreamBroken(error_message_of(await response.read(), status))
+            ending.status = response.status
+            if response.status >= 400:
+                raise StreamBroken(error_message_of(await response.read(), response.status))
             async for line in _split(exchange, response):
                 yield line
         finally:
             await response.aclose()
-    except (asyncio.CancelledError, GeneratorExit):
-        outcome, error = "client_gone", "cancelled"
-        raise
-    except GatewayError as exc:
-        outcome, error = outcome_of(exc), exc.message
-        raise
-    finally:
-        exchange.release(outcome, status, error)
 
 
 async def _open(exchange: Exchange, request: Forwarded, on_waiting: OnWaiting | None,
