@@ -244,13 +244,14 @@ def test_openai_backend_model_listed_in_tags(shared: SharedGateways, openai_back
     assert [m.model for m in client(gw).list().models].count("gpt-oss:20b") == 1
 
 
-def test_native_chat_for_openai_backend_model_is_404(shared: SharedGateways, openai_backend: FakeBackend) -> None:
+def test_native_chat_for_openai_backend_model_is_translated(shared: SharedGateways,
+                                                            openai_backend: FakeBackend) -> None:
+    """Only the OpenAI-kind backend has the model: served through translation (tests/test_translate.py)."""
     gw = shared.get([spec(shared.backend, "ollama"), spec(openai_backend, "llamacpp")])
-    with pytest.raises(ollama.ResponseError) as info:
-        client(gw).chat(model="gpt-oss:20b", messages=USER_MSG)
-    assert info.value.status_code == 404
-    assert "gpt-oss:20b" in info.value.error and "/v1" in info.value.error
-    assert openai_backend.inference_requests() == []
+    before = len(openai_backend.inference_requests())
+    reply = client(gw).chat(model="gpt-oss:20b", messages=USER_MSG, stream=False)
+    assert reply.model == "gpt-oss:20b" and reply.done is True and reply.message.content
+    assert [r.path for r in openai_backend.inference_requests()[before:]] == ["/v1/chat/completions"]
 
 
 # ------------------------------------------------------------------ admin-only model management

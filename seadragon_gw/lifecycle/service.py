@@ -33,6 +33,7 @@ from ..queue.errors import QueueCleared, QueueTimeout
 from ..queue.scheduler import Scheduler
 from ..records.observers import Recorder
 from ..records.record import Outcome, RequestRecord
+from ..translate.ollama_over_openai import TRANSLATED_PATHS, OllamaOverOpenAI
 from .errors import ModelNotFound
 from .forwarding import Rewrite, body_for
 from .route import RouteSpec
@@ -68,6 +69,7 @@ class Exchange:
     deadline: float
     rewrite: Rewrite | None = None
     rebody: bool = False  # the payload gained a field (default_model): send it, not the bytes
+    adapter: OllamaOverOpenAI | None = None  # a native request served by an OpenAI-kind backend
     _released: bool = field(default=False, init=False)
 
     @property
@@ -105,7 +107,10 @@ class Exchange:
         backend = self.backend
         assert backend is not None, "open() before the slot was leased"
         self.record.backend = backend.name
-        if isinstance(body, bytes) or body is None:
+        adapter = self.adapter
+        if adapter is not None and payload is not None:
+            path, body = adapter.upstream_path, adapter.request_body(payload, _backend_name(backend, self.model))
+        elif isinstance(body, bytes) or body is None:
             if self.rebody and payload is not None:
                 body = orjson.dumps(payload)
             body, self.rewrite = body_for(backend, body, payload)
@@ -116,7 +121,7 @@ class Exchange:
             registry.report_unreachable(backend, exc.message)
             raise
         registry.report_answered(backend)
-        return response
+        return response if adapter is None else adapter.wrap(response)
 
     def release(self, outcome: Outcome, status: int, error: str | None = None) -> None:
         """Give the slot back (or leave the queue) and finish the record: the one place."""
@@ -183,12 +188,15 @@ class RequestService:
         key, backend = self._route(spec, principal, name)
         for rule in self.checks:
             rule.check(record, principal)
+        adapter = _adapter_for(spec, record, key, name)
         if backend is not None or not spec.queued:
-            return Exchange(self, record, spec, principal, name, None, backend, 0, deadline, rebody=rebody)
+            return Exchange(self, record, spec, principal, name, None, backend, 0, deadline,
+                            rebody=rebody, adapter=adapter)
         now = self.recorder.clock()
         record.queued_at = now if enqueued_at is None else now - (self.scheduler.clock() - enqueued_at)
         entry, position = self.scheduler.submit(key, principal.priority, record, enqueued_at=enqueued_at)
-        exchange = Exchange(self, record, spec, principal, name, entry, None, position, deadline, rebody=rebody)
+        exchange = Exchange(self, record, spec, principal, name, entry, None, position, deadline,
+                            rebody=rebody, adapter=adapter)
         if position == 0:
             exchange.backend = entry.backend
             record.granted_at = now
@@ -251,6 +259,9 @@ class RequestService:
         if not principal.may_use(key[0]):
             raise NotPermitted(f"this credential may not use model '{name}'")
         backends = [b for b in self.registry.serving(key) if b.may_try]
+        if not backends and spec.native and spec.queued and self.registry.serving((key[0], "openai")):
+            key = (key[0], "openai")  # only an OpenAI-kind backend has it: served through translation
+            backends = [b for b in self.registry.serving(key) if b.may_try]
         if not backends and not spec.model_must_exist:
             return key, self.any_backend(kind)
         if not backends:
@@ -276,3 +287,19 @@ class RequestService:
         if not options:
             raise NotFound("no backend can serve this route")
         return min(options, key=lambda b: not b.healthy)
+
+
+def _adapter_for(spec: RouteSpec, record: RequestRecord, key: QueueKey, name: str | None
+                 ) -> OllamaOverOpenAI | None:
+    """A native inference request routed to OpenAI-kind backends is translated both ways."""
+    if not spec.native or key[1] != "openai" or name is None:
+        return None
+    if record.route not in TRANSLATED_PATHS:
+        raise NotFound(f"model '{name}' is only on OpenAI-kind backends, which cannot serve {record.route}")
+    return OllamaOverOpenAI(record.route, name)
+
+
+def _backend_name(backend: Backend, name: str | None) -> str:
+    """The name the backend knows the model by (`qwen` for the client's `qwen:latest`)."""
+    info = backend.models.get(model_key(name)) if name is not None else None
+    return info.name if info is not None else name or ""

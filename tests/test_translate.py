@@ -1,0 +1,167 @@
+"""Ollama's native API in front of an OpenAI-only backend (llama.cpp's server, vLLM): the
+ollama client works unchanged, through translation both ways."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import ollama
+import orjson
+import pytest
+
+from tests.conftest import ALICE, GatewayFactory, RunningGateway
+from tests.support.fakebackend import FakeBackend
+
+MODEL = "qwen-coder:7b"
+USER = [{"role": "user", "content": "Hello there"}]
+ANSWER_PARTS = 3
+
+
+@pytest.fixture(scope="module")
+def _llamacpp() -> Iterator[FakeBackend]:
+    with FakeBackend(models=[MODEL, "nomic-embed-text:latest"], kind="openai") as fb:
+        yield fb
+
+
+@pytest.fixture(scope="module")
+def _gw(_llamacpp: FakeBackend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    factory = GatewayFactory(tmp_path_factory.mktemp("translate"))
+    try:
+        yield factory.start([_llamacpp])
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def llamacpp(_llamacpp: FakeBackend) -> FakeBackend:
+    _llamacpp.reset()
+    return _llamacpp
+
+
+@pytest.fixture
+def gw(_gw: RunningGateway, llamacpp: FakeBackend) -> RunningGateway:
+    return _gw
+
+
+def client(gw: RunningGateway) -> ollama.Client:
+    return ollama.Client(host=gw.url, headers=ALICE)
+
+
+def sent(backend: FakeBackend) -> dict:
+    request = backend.inference_requests()[-1]
+    assert request.json is not None
+    return request.json
+
+
+def test_chat_stream(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    chunks = list(client(gw).chat(model=MODEL, messages=USER, stream=True))
+    assert all(c.model == MODEL and c.created_at for c in chunks)
+    assert [c.done for c in chunks] == [False] * ANSWER_PARTS + [True]
+    assert "".join(c.message.content or "" for c in chunks[:-1]).strip()
+    final = chunks[-1]
+    assert final.done_reason == "stop" and final.eval_count == ANSWER_PARTS
+    assert final.prompt_eval_count and final.prompt_eval_count > 0
+    assert final.total_duration is not None and final.eval_duration is not None
+    assert llamacpp.inference_requests()[-1].path == "/v1/chat/completions"
+    body = sent(llamacpp)
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["messages"] == USER
+
+
+def test_chat_non_stream(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    reply = client(gw).chat(model=MODEL, messages=USER, stream=False)
+    assert reply.model == MODEL and reply.done is True and reply.done_reason == "stop"
+    assert reply.message.role == "assistant" and reply.message.content
+    assert reply.eval_count == ANSWER_PARTS and reply.prompt_eval_count
+    assert sent(llamacpp)["stream"] is False
+
+
+def test_chat_stream_is_ndjson_with_ollama_fields(gw: RunningGateway) -> None:
+    resp = httpx.post(gw.url + "/api/chat", headers=ALICE, json={"model": MODEL, "messages": USER})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/x-ndjson"
+    lines = [orjson.loads(line) for line in resp.content.splitlines()]
+    assert set(lines[0]) == {"model", "created_at", "message", "done"}
+    assert lines[0]["message"]["role"] == "assistant" and lines[0]["created_at"].endswith("Z")
+    assert {"total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
+            "eval_duration", "done_reason"} <= set(lines[-1])
+
+
+def test_generate_stream_and_non_stream(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    chunks = list(client(gw).generate(model=MODEL, prompt="Why is the sky blue?", system="Be brief", stream=True))
+    assert "".join(c.response for c in chunks).strip() and chunks[-1].done is True
+    assert chunks[-1].eval_count == ANSWER_PARTS
+    assert sent(llamacpp)["messages"] == [{"role": "system", "content": "Be brief"},
+                                          {"role": "user", "content": "Why is the sky blue?"}]
+    reply = client(gw).generate(model=MODEL, prompt="Why?", stream=False)
+    assert reply.response and reply.done is True and reply.eval_count == ANSWER_PARTS
+
+
+def test_embed_and_embeddings(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    embed = client(gw).embed(model="nomic-embed-text", input=["one", "two"])
+    assert len(embed.embeddings) == 2 and all(len(v) > 0 for v in embed.embeddings)
+    assert embed.model == "nomic-embed-text" and embed.prompt_eval_count
+    request = llamacpp.inference_requests()[-1]
+    assert request.path == "/v1/embeddings" and request.json == {"model": "nomic-embed-text:latest",
+                                                                 "input": ["one", "two"]}
+    single = client(gw).embeddings(model="nomic-embed-text", prompt="one")
+    assert list(single.embedding) == list(embed.embeddings[0])
+    assert sent(llamacpp)["input"] == "one"
+
+
+def test_tool_call_arguments_are_an_object(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    llamacpp.respond_status(200, {"choices": [{"index": 0, "finish_reason": "tool_calls",
+                                               "message": {"role": "assistant", "content": "", "tool_calls": [call]}}],
+                                  "usage": {"prompt_tokens": 5, "completion_tokens": 7}})
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    reply = client(gw).chat(model=MODEL, messages=USER, tools=tools, stream=False)
+    assert reply.message.tool_calls is not None
+    assert reply.message.tool_calls[0].function.name == "get_weather"
+    assert reply.message.tool_calls[0].function.arguments == {"city": "Oslo"}
+    assert reply.eval_count == 7 and reply.prompt_eval_count == 5
+    assert sent(llamacpp)["tools"] == tools
+
+
+def test_images_become_data_urls(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+    messages = [{"role": "user", "content": "What is this?", "images": [png]}]
+    list(client(gw).chat(model=MODEL, messages=messages))
+    content = sent(llamacpp)["messages"][0]["content"]
+    assert content == [{"type": "text", "text": "What is this?"},
+                       {"type": "image_url", "image_url": {"url": "data:image/png;base64," + png}}]
+
+
+def test_options_and_format_are_mapped(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    options = {"num_ctx": 8192, "temperature": 0.2, "top_p": 0.9, "top_k": 40, "stop": ["\n\n"], "seed": 7,
+               "num_predict": 64}
+    client(gw).chat(model=MODEL, messages=USER, options=options, format="json", stream=False)
+    body = sent(llamacpp)
+    assert "num_ctx" not in body and "options" not in body
+    assert {k: body[k] for k in ("temperature", "top_p", "top_k", "stop", "seed", "max_tokens")} == {
+        "temperature": 0.2, "top_p": 0.9, "top_k": 40, "stop": ["\n\n"], "seed": 7, "max_tokens": 64}
+    assert body["response_format"] == {"type": "json_object"}
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    client(gw).chat(model=MODEL, messages=USER, format=schema, stream=False)
+    assert sent(llamacpp)["response_format"] == {"type": "json_schema",
+                                                 "json_schema": {"name": "response", "schema": schema}}
+
+
+def test_backend_error_before_the_head(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    llamacpp.respond_status(500, {"error": {"message": "out of memory", "type": "server_error"}})
+    for stream in (False, True):
+        with pytest.raises(ollama.ResponseError) as info:
+            result = client(gw).chat(model=MODEL, messages=USER, stream=stream)
+            if stream:
+                list(result)
+        assert info.value.status_code == 500 and info.value.error == "out of memory"
+
+
+def test_stream_broken_mid_way_ends_with_an_error_line(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    llamacpp.fail_mid_stream = True
+    resp = httpx.post(gw.url + "/api/chat", headers=ALICE, json={"model": MODEL, "messages": USER})
+    assert resp.status_code == 200
+    lines = [orjson.loads(line) for line in resp.content.splitlines()]
+    assert lines[0]["done"] is False and lines[0]["message"]["content"]
+    assert "error" in lines[-1] and "stream broke" in lines[-1]["error"]
+    assert not any(line.get("done") for line in lines)
