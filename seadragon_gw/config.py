@@ -85,9 +85,40 @@ class WebSocketConfig:
 
 
 @dataclass
+class ManagedHealthConfig:
+    """The readiness check of a managed process: GET `path` answers `status`."""
+
+    path: str = "/health"
+    status: int = 200
+    interval_s: float = 0.25
+
+
+@dataclass
+class ManagedConfig:
+    """A backend process the gateway owns (issue 9). `command` is an argv list; `{port}` and
+    `{host}` in it (and in `env` values) are replaced. The backend's `url` is then
+    `http://{host}:{port}` (leave `url` out); `port: auto` takes a free port once per run."""
+
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    host: str = "127.0.0.1"
+    port: int | Literal["auto"] = "auto"
+    health: ManagedHealthConfig = field(default_factory=ManagedHealthConfig)
+    start_timeout_s: float = 120.0
+    stop_timeout_s: float = 10.0
+    idle_ttl_s: float = 0.0  # 0: never stopped for idleness
+    start: Literal["on_demand", "at_startup", "manual"] = "on_demand"
+    restart_backoff_s: float = 1.0  # doubled per crash in a row, at most restart_backoff_max_s
+    restart_backoff_max_s: float = 60.0
+    log_dir: str = "logs/managed"  # <name>.log, relative to the gateway's working directory
+    log_max_bytes: int = 10 * 1024 * 1024  # then rotated to <name>.log.1
+
+
+@dataclass
 class BackendConfig:
     name: str
-    url: str
+    url: str = ""  # required unless `managed` (then derived from managed.host/port)
     kind: Literal["ollama", "openai"] = "ollama"
     max_concurrent: int = 1
     models: list[str] | Literal["*"] = "*"
@@ -96,6 +127,7 @@ class BackendConfig:
     read_timeout_s: float = 600.0
     refresh_s: float = 30.0
     health_interval_s: float = 10.0
+    managed: ManagedConfig | None = None
 
 
 @dataclass
@@ -303,7 +335,9 @@ def _check_semantics(config: GatewayConfig) -> None:
         if backend.name in names:
             raise ConfigError(f"{where}.name: duplicate backend name {backend.name!r}")
         names.add(backend.name)
-        if not backend.url.startswith(("http://", "https://")):
+        if backend.managed is not None:
+            _check_managed(backend, where)
+        elif not backend.url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.url: must start with http:// or https://")
         if backend.max_concurrent < 1:
             raise ConfigError(f"{where}.max_concurrent: must be at least 1")
@@ -330,6 +364,25 @@ def _check_semantics(config: GatewayConfig) -> None:
     _check_limits_and_usage(config)
     _check_jobs(config.jobs)
     _check_operations(config)
+
+
+def _check_managed(backend: BackendConfig, where: str) -> None:
+    managed = backend.managed
+    assert managed is not None
+    if backend.url:
+        raise ConfigError(f"{where}.url: leave it out for a managed backend (it is http://host:port)")
+    if not managed.command or not all(managed.command):
+        raise ConfigError(f"{where}.managed.command: must be a non-empty list of non-empty strings")
+    if isinstance(managed.port, int) and not 0 < managed.port < 65536:
+        raise ConfigError(f"{where}.managed.port: must be 1-65535 or 'auto'")
+    for key in ("start_timeout_s", "stop_timeout_s", "restart_backoff_s", "restart_backoff_max_s",
+                "log_max_bytes"):
+        if getattr(managed, key) <= 0:
+            raise ConfigError(f"{where}.managed.{key}: must be positive")
+    if managed.idle_ttl_s < 0:
+        raise ConfigError(f"{where}.managed.idle_ttl_s: must be 0 (never) or more")
+    if not managed.health.path.startswith("/") or managed.health.interval_s <= 0:
+        raise ConfigError(f"{where}.managed.health: path must start with / and interval_s be positive")
 
 
 def _check_operations(config: GatewayConfig) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import BackendConfig
 from ..model_names import QueueKey, model_key
-from .state import MAY_TRY, BackendLifecycle, BackendState, StateListener
+from .state import MAY_QUEUE_MANAGED, MAY_TRY, BackendLifecycle, BackendState, StateListener
 from .upstream import Upstream
 
 
@@ -56,6 +56,18 @@ class Backend:
     def may_try(self) -> bool:
         """Up, or down/unknown (a last resort: it may have come back)."""
         return self.lifecycle.state in MAY_TRY
+
+    @property
+    def managed(self) -> bool:
+        return self.config.managed is not None
+
+    @property
+    def may_queue(self) -> bool:
+        """A request may be routed here and wait: `may_try`, or a managed backend whose
+        process is stopped, starting or crashed (the registry starts it; the scheduler
+        dispatches only once it is up)."""
+        state = self.lifecycle.state
+        return state in MAY_TRY or (self.config.managed is not None and state in MAY_QUEUE_MANAGED)
 
     def can_serve(self, key: QueueKey) -> bool:
         model, kind = key

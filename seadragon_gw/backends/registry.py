@@ -5,23 +5,29 @@ health from real requests (`report_unreachable`, `report_answered`), and the ope
 add/drain/remove while the gateway runs. The scheduler is told through the `DispatchPool`
 interface (start dispatchers for a new backend, retire them for a removed one, look again at
 waiting work after a change), so this module never imports the queue.
+
+A managed backend (`managed:` in its config) has a `ProcessSupervisor` that owns its process;
+the registry decides when it runs: it starts `stopped`, is started by `routable` when a request
+wants one of its models (or at start-up, `start: at_startup`), and is stopped with the registry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ..config import BackendConfig
-from ..errors import Conflict, NotFound
+from ..config import BackendConfig, ConfigError
+from ..errors import Conflict, GatewayError, NotFound
 from ..model_names import QueueKey, model_key
 from .backend import Backend, ModelInfo
 from .listings import ollama_models, openai_models_of
 from .state import BackendState, StateChange, StateListener
+from .supervision import Supervisor, SupervisorFactory, SupervisorHooks, free_port
 from .upstream import StreamBroken, UpstreamError
 
 log = logging.getLogger("seadragon_gw.backends")
@@ -37,12 +43,21 @@ class DispatchPool(Protocol):
 
     def backends_changed(self) -> None: ...
 
+    def waiting(self, queue_key: QueueKey | None = None) -> int: ...
+
+    def reject_waiting(self, model: str | None, error: GatewayError) -> int: ...
+
 
 class Registry:
-    def __init__(self, configs: list[BackendConfig], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, configs: list[BackendConfig], clock: Callable[[], float] = time.monotonic,
+                 supervise: SupervisorFactory | None = None) -> None:
+        """`supervise` builds the process supervisor of each managed backend (the gateway
+        passes `managed.process.ProcessSupervisor`); without it a managed backend is refused."""
         self.listeners: list[StateListener] = [self._on_state_change]
-        self.backends = [Backend.from_config(c, self.listeners) for c in configs]
+        self.supervisors: dict[Backend, Supervisor] = {}
+        self._supervise = supervise
         self._pools: list[DispatchPool] = []
+        self.backends = [self._build(c) for c in configs]
         self._watchers: dict[Backend, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._clock = clock
@@ -54,6 +69,55 @@ class Registry:
 
     def serving(self, key: QueueKey) -> list[Backend]:
         return [b for b in self.backends if b.can_serve(key)]
+
+    def routable(self, key: QueueKey) -> list[Backend]:
+        """The backends a request for `key` may be routed to and wait for (`may_queue`).
+        When none of them is up, the stopped managed ones among them are started, so the
+        request waits in its queue until one is healthy (or is rejected if the start fails)."""
+        backends = [b for b in self.serving(key) if b.may_queue]
+        if not any(b.healthy for b in backends):
+            for backend in backends:
+                self.ensure_started(backend)
+        return backends
+
+    def ensure_started(self, backend: Backend) -> asyncio.Task[None] | None:
+        """Start a managed backend's process unless it runs or is on its way (a no-op for a
+        plain backend). Returns the start task, for a caller that wants to wait for it."""
+        supervisor = self.supervisors.get(backend)
+        return supervisor.ensure_started() if supervisor is not None else None
+
+    def _build(self, config: BackendConfig) -> Backend:
+        """A Backend; for a managed one also its supervisor, with the url derived from
+        `managed.host` and `managed.port` (a free port picked now for `auto`)."""
+        managed = config.managed
+        if managed is None:
+            return Backend.from_config(config, self.listeners)
+        if self._supervise is None:
+            raise ConfigError(f"backend {config.name}: managed, but this gateway has no process supervisor")
+        port = free_port(managed.host) if managed.port == "auto" else managed.port
+        config = dataclasses.replace(config, url=f"http://{managed.host}:{port}")
+        backend = Backend.from_config(config, self.listeners)
+        backend.lifecycle.move(S.STOPPED, "not started yet")
+        hooks = SupervisorHooks(self._work_waiting, self._start_failed, self._became_ready)
+        self.supervisors[backend] = self._supervise(backend, port, hooks)
+        return backend
+
+    def _work_waiting(self, backend: Backend) -> bool:
+        return any(pool.waiting((model, kind)) for pool in self._pools for model in backend.models
+                   for kind in (None, backend.kind))
+
+    def _start_failed(self, backend: Backend, error: GatewayError) -> None:
+        """Requests waiting only for this backend get the reason now, not a queue timeout."""
+        for model in backend.models:
+            others = [b for b in self.backends if b is not backend and b.may_queue
+                      and any(b.can_serve((model, k)) for k in (None, b.kind))]
+            if not others:
+                for pool in self._pools:
+                    pool.reject_waiting(model, error)
+
+    def _became_ready(self, backend: Backend) -> None:
+        if not backend.discovered:
+            self.refresh_soon(backend)
 
     def get(self, name: str) -> Backend:
         for backend in self.backends:
@@ -71,9 +135,19 @@ class Registry:
     async def start(self) -> None:
         """Check every backend once before serving, then keep checking in the background."""
         self._started = True
-        await asyncio.gather(*(self.refresh(b, with_models=True) for b in self.backends))
+        await asyncio.gather(*self._start_at_startup(), *(self.refresh(b, with_models=True)
+                                                          for b in self.backends if not b.managed))
         for backend in self.backends:
             self._watch(backend)
+
+    def _start_at_startup(self) -> list[asyncio.Task[None]]:
+        tasks = []
+        for backend in self.backends:
+            managed = backend.config.managed
+            task = self.ensure_started(backend) if managed is not None and managed.start == "at_startup" else None
+            if task is not None:
+                tasks.append(task)
+        return tasks
 
     async def stop(self) -> None:
         tasks = [*self._watchers.values(), *self._background]
@@ -81,13 +155,15 @@ class Registry:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watchers.clear()
+        await asyncio.gather(*(s.stop(graceful=False, reason="the gateway is stopping")
+                               for s in self.supervisors.values()), return_exceptions=True)
         await asyncio.gather(*(b.upstream.aclose() for b in self.backends), return_exceptions=True)
 
     async def add(self, config: BackendConfig) -> Backend:
         """A new backend while the gateway runs: checked once, then served and watched."""
         if any(b.name == config.name for b in self.backends):
             raise Conflict(f"a backend named '{config.name}' exists already")
-        backend = Backend.from_config(config, self.listeners)
+        backend = self._build(config)
         self.backends.append(backend)
         for pool in self._pools:
             pool.backend_added(backend)
@@ -112,10 +188,13 @@ class Registry:
     async def remove(self, name: str) -> None:
         """Drain `name`, wait for its running requests to end, then forget it."""
         backend = self.get(name)
-        if backend.state is not S.DRAINING:
+        if backend.state not in (S.DRAINING, S.STOPPED, S.CRASHED):
             backend.lifecycle.move(S.DRAINING, "being removed")
         for pool in self._pools:
             await pool.backend_retired(backend)
+        supervisor = self.supervisors.pop(backend, None)
+        if supervisor is not None:
+            await supervisor.stop(graceful=True, reason="being removed")
         backend.lifecycle.move(S.REMOVED, "removed by an operator")
         self.backends.remove(backend)
         watcher = self._watchers.pop(backend, None)
@@ -145,7 +224,10 @@ class Registry:
         task.add_done_callback(self._background.discard)
 
     async def refresh(self, backend: Backend, with_models: bool) -> None:
-        """Probe a backend; update its state, version and (optionally) its model list."""
+        """Probe a backend; update its state, version and (optionally) its model list.
+        A managed backend is probed only while its process runs (its supervisor owns the rest)."""
+        if backend.managed and backend.state not in (S.UP, S.DOWN):
+            return
         old_models = set(backend.models)
         try:
             found = await self._probe(backend, with_models)

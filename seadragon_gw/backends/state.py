@@ -52,6 +52,8 @@ _ALLOWED: dict[BackendState, frozenset[BackendState]] = {
 # (see Scheduler._may_serve) so a backend that came back is found by the next request.
 TAKES_WORK = frozenset({S.UP})
 MAY_TRY = frozenset({S.UP, S.DOWN, S.UNKNOWN})
+# A managed backend in these is started on demand, so a request may wait for it.
+MAY_QUEUE_MANAGED = frozenset({S.STOPPED, S.STARTING, S.CRASHED})
 
 
 _TROUBLE = frozenset({S.DOWN, S.CRASHED})
