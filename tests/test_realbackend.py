@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import ollama
 import openai
 import pytest
 
@@ -117,11 +118,6 @@ def test_completions_stream_counts_tokens(real_gw: RunningGateway) -> None:
     assert "".join(c.choices[0].text for c in chunks if c.choices)
 
 
-def test_native_chat_needs_an_ollama_backend(real_gw: RunningGateway) -> None:
-    response = httpx.post(real_gw.url + "/api/chat", headers=ALICE, json={"model": MODEL, "messages": []})
-    assert response.status_code == 404 and "/v1" in response.json()["error"]
-
-
 def test_queue_orders_real_requests_by_priority(real_gw: RunningGateway) -> None:
     """One slot: a long generation holds it while priorities 3, 1, 2 queue; they are dispatched
     1, 2, 3. The order is read from the gateway's dispatch log, tagged by X-Client-ID."""
@@ -181,3 +177,15 @@ def _wait(predicate, what: str, timeout: float = 30) -> None:  # type: ignore[no
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def test_ollama_client_chats_through_translation(real_gw: RunningGateway) -> None:
+    """llama.cpp speaks only /v1: the ollama client's native stream is translated both ways."""
+    chat = ollama.Client(host=real_gw.url, headers=ALICE, timeout=120)
+    chunks = list(chat.chat(model=MODEL, messages=[{"role": "user", "content": "Hello"}], stream=True,
+                            options={"num_predict": 12}))
+    assert "".join(c.message.content or "" for c in chunks[:-1]) != ""
+    final = chunks[-1]
+    assert final.done is True and final.done_reason in ("stop", "length")
+    assert final.eval_count is not None and final.eval_count > 0
+    assert final.prompt_eval_count is not None and final.prompt_eval_count > 0
