@@ -10,7 +10,9 @@ import ollama
 import orjson
 import pytest
 
-from tests.conftest import ALICE, GatewayFactory, RunningGateway
+from seadragon_gw.translate.ollama_over_openai import StreamTranslator
+from tests.conftest import ADMIN, ALICE, GatewayFactory, RunningGateway
+from tests.support.checks import poll
 from tests.support.fakebackend import FakeBackend
 
 MODEL = "qwen-coder:7b"
@@ -165,3 +167,60 @@ def test_stream_broken_mid_way_ends_with_an_error_line(gw: RunningGateway, llama
     assert lines[0]["done"] is False and lines[0]["message"]["content"]
     assert "error" in lines[-1] and "stream broke" in lines[-1]["error"]
     assert not any(line.get("done") for line in lines)
+
+
+def test_the_record_counts_the_translated_tokens(gateways: GatewayFactory, llamacpp: FakeBackend) -> None:
+    """The writer scans the bytes it sends: the translated final line carries the counts."""
+    gw = gateways.start([llamacpp], usage={"flush_s": 0.05})
+    list(client(gw).chat(model=MODEL, messages=USER, stream=True))
+    client(gw).generate(model=MODEL, prompt="Hello there", stream=False)
+    prompt = client(gw).chat(model=MODEL, messages=USER, stream=False).prompt_eval_count
+    assert prompt
+
+    def by_model() -> list[tuple[str, int, int, int]]:
+        answer = httpx.get(gw.url + "/api/admin/usage", params={"group_by": "model"}, headers=ADMIN)
+        assert answer.status_code == 200, answer.text
+        return [(g["model"], g["requests"], g["tokens_in"], g["tokens_out"]) for g in answer.json()["groups"]]
+
+    poll(lambda: by_model() == [(MODEL, 3, 3 * prompt, 3 * ANSWER_PARTS)], what="3 translated requests logged")
+
+
+# ------------------------------------------------------------------ the stream transform itself
+
+
+def sse(event: dict) -> bytes:
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+def test_streamed_tool_call_deltas_are_assembled_into_one_object() -> None:
+    translator = StreamTranslator("/api/chat", "m", started=0.0)
+    deltas = [{"index": 0, "id": "c1", "function": {"name": "get_weather", "arguments": ""}},
+              {"index": 0, "function": {"arguments": '{"city": '}},
+              {"index": 0, "function": {"arguments": '"Oslo"}'}}]
+    events = b"".join(sse({"choices": [{"index": 0, "delta": {"tool_calls": [d]}}]}) for d in deltas)
+    events += sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    events += sse({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4},
+                   "timings": {"prompt_ms": 1.5, "predicted_ms": 20.0}}) + b"data: [DONE]\n\n"
+    cut = len(events) // 2  # a line split across two chunks waits for its end
+    lines = [orjson.loads(line) for line in (translator.feed(events[:cut]) + translator.feed(events[cut:]) +
+                                             translator.finish()).splitlines()]
+    assert [line["done"] for line in lines] == [False, True]
+    assert lines[0]["message"]["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]
+    final = lines[1]
+    assert (final["done_reason"], final["prompt_eval_count"], final["eval_count"]) == ("stop", 9, 4)
+    assert (final["prompt_eval_duration"], final["eval_duration"]) == (1_500_000, 20_000_000)
+
+
+def test_generate_chunks_carry_response_and_length_is_kept() -> None:
+    translator = StreamTranslator("/api/generate", "m", started=0.0)
+    out = translator.feed(sse({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}) +
+                          sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}))
+    lines = [orjson.loads(line) for line in (out + translator.finish()).splitlines()]
+    assert lines[0]["response"] == "Hi" and "message" not in lines[0]
+    assert lines[1]["done"] is True and lines[1]["done_reason"] == "length" and lines[1]["response"] == ""
+
+
+def test_an_error_event_in_the_stream_becomes_an_error_line() -> None:
+    translator = StreamTranslator("/api/chat", "m", started=0.0)
+    out = translator.feed(sse({"error": {"message": "context full", "type": "server_error"}}))
+    assert out == b'{"error":"context full"}\n' and translator.finish() == b""
