@@ -224,3 +224,29 @@ def test_an_error_event_in_the_stream_becomes_an_error_line() -> None:
     translator = StreamTranslator("/api/chat", "m", started=0.0)
     out = translator.feed(sse({"error": {"message": "context full", "type": "server_error"}}))
     assert out == b'{"error":"context full"}\n' and translator.finish() == b""
+
+
+def test_an_async_job_on_the_native_route_is_translated_too(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    """Jobs forward through the same Exchange.open, so they get the same translation."""
+    prefer = {**ALICE, "Prefer": "respond-async"}
+    submitted = httpx.post(gw.url + "/api/chat", json={"model": MODEL, "messages": USER}, headers=prefer)
+    assert submitted.status_code == 202, submitted.text
+    job_url = f"{gw.url}/api/jobs/{submitted.json()['request_id']}"
+
+    def ended() -> dict | None:
+        job = httpx.get(job_url, headers=ALICE).json()
+        return job if job["status"] in ("completed", "failed", "cancelled") else None
+
+    job = poll(ended, what="the job to end")
+    assert job["status"] == "completed", job
+    assert job["result"]["message"]["content"] and job["result"]["done"] is True
+    assert job["result"]["eval_count"] == ANSWER_PARTS
+    assert llamacpp.inference_requests()[-1].path == "/v1/chat/completions"
+
+
+def test_raw_generate_uses_plain_completions(gw: RunningGateway, llamacpp: FakeBackend) -> None:
+    chunks = list(client(gw).generate(model=MODEL, prompt="<s>Once", raw=True, stream=True))
+    assert "".join(c.response for c in chunks).strip() and chunks[-1].done is True
+    request = llamacpp.inference_requests()[-1]
+    assert request.path == "/v1/completions" and request.json is not None
+    assert request.json["prompt"] == "<s>Once" and "messages" not in request.json

@@ -109,7 +109,8 @@ class Exchange:
         self.record.backend = backend.name
         adapter = self.adapter
         if adapter is not None and payload is not None:
-            path, body = adapter.upstream_path, adapter.request_body(payload, _backend_name(backend, self.model))
+            path = adapter.upstream_path(payload)
+            body = adapter.request_body(payload, _backend_name(backend, self.model))
         elif isinstance(body, bytes) or body is None:
             if self.rebody and payload is not None:
                 body = orjson.dumps(payload)

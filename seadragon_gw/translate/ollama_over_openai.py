@@ -123,10 +123,13 @@ class OllamaOverOpenAI:
     client_model: str
     started: float = field(default_factory=time.monotonic)
 
-    @property
-    def upstream_path(self) -> str:
+    def upstream_path(self, payload: dict[str, Any]) -> str:
+        """Chat for `/api/chat` and `/api/generate` (the server applies the model's template,
+        as Ollama does), plain completions for `raw` generate (no template)."""
         if self.route in ("/api/embed", "/api/embeddings"):
             return "/v1/embeddings"
+        if self.route == "/api/generate" and payload.get("raw") is True:
+            return "/v1/completions"
         return "/v1/chat/completions"
 
     def request_body(self, payload: dict[str, Any], backend_model: str) -> bytes:
@@ -136,8 +139,11 @@ class OllamaOverOpenAI:
         if self.route == "/api/embeddings":
             return orjson.dumps({"model": backend_model, "input": payload.get("prompt", "")})
         stream = payload.get("stream", True) is not False
-        body: dict[str, Any] = {"model": backend_model, "messages": _chat_messages(self.route, payload),
-                                "stream": stream}
+        body: dict[str, Any] = {"model": backend_model, "stream": stream}
+        if self.upstream_path(payload) == "/v1/completions":
+            body["prompt"] = payload.get("prompt") or ""
+        else:
+            body["messages"] = _chat_messages(self.route, payload)
         if stream:
             body["stream_options"] = {"include_usage": True}
         if payload.get("tools"):
