@@ -31,6 +31,7 @@ from seadragon_gw.config import (
     parse_config,
 )
 from seadragon_gw.errors import UpstreamFailed
+from seadragon_gw.managed.logfile import ProcessLog
 from seadragon_gw.managed.process import ProcessSupervisor
 from seadragon_gw.model_names import model_key
 from seadragon_gw.queue.scheduler import Scheduler
@@ -205,12 +206,50 @@ async def test_graceful_stop_waits_for_the_active_request(tmp_path: Path) -> Non
         assert pid is not None
         stop = asyncio.create_task(registry.supervisors[backend].stop(reason="operator"))
         await until(lambda: backend.state is S.STOPPING, "stopping")
-        assert registry.routable(KEY) == []  # nothing new is routed to it
         assert alive(pid) and not stop.done()  # the held request keeps it running
         hold.touch()
         assert (await request).status_code == 200
         await stop
         assert backend.state is S.STOPPED and backend.lifecycle.reason == "operator"
+        assert not alive(pid)
+
+
+async def test_a_request_during_a_graceful_stop_waits_and_is_served_after_a_restart(tmp_path: Path) -> None:
+    async with running(managed(tmp_path)) as (registry, scheduler, backend):
+        changes: list[StateChange] = []
+        hold = tmp_path / "release"
+        request = asyncio.create_task(ask(registry, scheduler, hold_until=str(hold)))
+        await until(lambda: backend.active == 1, "the request in flight")
+        registry.listeners.append(changes.append)
+        stop = asyncio.create_task(registry.supervisors[backend].stop(reason="operator"))
+        await until(lambda: backend.state is S.STOPPING, "stopping")
+        late = asyncio.create_task(ask(registry, scheduler))
+        await until(lambda: scheduler.waiting(KEY) == 1, "the late request waiting")
+        hold.touch()
+        assert (await request).status_code == 200
+        await stop
+        assert (await late).status_code == 200
+        assert [c.new for c in changes] == [S.STOPPING, S.STOPPED, S.STARTING, S.UP]
+
+
+async def test_manual_backend_is_not_started_by_a_request(tmp_path: Path) -> None:
+    async with running(managed(tmp_path, start="manual")) as (registry, scheduler, backend):
+        assert registry.routable(KEY) == [] and backend.state is S.STOPPED
+        task = registry.ensure_started(backend)  # what an operator's start does
+        assert task is not None
+        await task
+        assert (await ask(registry, scheduler)).status_code == 200
+
+
+def test_process_log_rotates_at_its_size_limit(tmp_path: Path) -> None:
+    log = ProcessLog(str(tmp_path), "local", max_bytes=100)
+    for i in range(12):
+        log.write(f"line {i:02d} padding\n".encode(), "stderr" if i % 2 else "stdout")
+    log.close()
+    current, old = tmp_path / "local.log", tmp_path / "local.log.1"
+    assert current.read_text() == "".join(f"line {i:02d} padding\n" for i in range(7, 12))
+    assert old.read_text() == "".join(f"line {i:02d} padding\n" for i in range(7))  # 112 bytes >= 100
+    assert log.tail().endswith("line 09 padding | line 11 padding")
 
 
 async def test_sigterm_ignored_is_followed_by_sigkill(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import BackendConfig
 from ..model_names import QueueKey, model_key
-from .state import MAY_QUEUE_MANAGED, MAY_TRY, BackendLifecycle, BackendState, StateListener
+from .state import MAY_QUEUE_MANAGED, MAY_TRY, NEEDS_START, BackendLifecycle, BackendState, StateListener
 from .upstream import Upstream
 
 
@@ -64,10 +64,14 @@ class Backend:
     @property
     def may_queue(self) -> bool:
         """A request may be routed here and wait: `may_try`, or a managed backend whose
-        process is stopped, starting or crashed (the registry starts it; the scheduler
-        dispatches only once it is up)."""
-        state = self.lifecycle.state
-        return state in MAY_TRY or (self.config.managed is not None and state in MAY_QUEUE_MANAGED)
+        process is starting or stopping, or stopped/crashed and started on demand (the
+        registry starts it; the scheduler dispatches only once it is up)."""
+        state, managed = self.lifecycle.state, self.config.managed
+        if state in MAY_TRY:
+            return True
+        if managed is None:
+            return False
+        return state in MAY_QUEUE_MANAGED or (state in NEEDS_START and managed.start != "manual")
 
     def can_serve(self, key: QueueKey) -> bool:
         model, kind = key

@@ -26,7 +26,7 @@ from ..errors import Conflict, GatewayError, NotFound
 from ..model_names import QueueKey, model_key
 from .backend import Backend, ModelInfo
 from .listings import ollama_models, openai_models_of
-from .state import BackendState, StateChange, StateListener
+from .state import NEEDS_START, BackendState, StateChange, StateListener
 from .supervision import Supervisor, SupervisorFactory, SupervisorHooks, free_port
 from .upstream import StreamBroken, UpstreamError
 
@@ -77,12 +77,14 @@ class Registry:
         backends = [b for b in self.serving(key) if b.may_queue]
         if not any(b.healthy for b in backends):
             for backend in backends:
-                self.ensure_started(backend)
+                if backend.state in NEEDS_START:  # may_queue: so not `start: manual`
+                    self.ensure_started(backend)
         return backends
 
     def ensure_started(self, backend: Backend) -> asyncio.Task[None] | None:
         """Start a managed backend's process unless it runs or is on its way (a no-op for a
-        plain backend). Returns the start task, for a caller that wants to wait for it."""
+        plain backend), whatever its `start` says (an operator's start, later). Returns the
+        start task, for a caller that wants to wait for it."""
         supervisor = self.supervisors.get(backend)
         return supervisor.ensure_started() if supervisor is not None else None
 

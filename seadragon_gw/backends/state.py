@@ -40,7 +40,7 @@ _ALLOWED: dict[BackendState, frozenset[BackendState]] = {
     S.UNKNOWN: frozenset({S.UP, S.DOWN, S.DRAINING, S.REMOVED, S.STARTING, S.STOPPED}),
     S.UP: frozenset({S.DOWN, S.DRAINING, S.STOPPING, S.CRASHED}),
     S.DOWN: frozenset({S.UP, S.DRAINING, S.STOPPING, S.CRASHED, S.STOPPED}),
-    S.DRAINING: frozenset({S.REMOVED, S.UP, S.DOWN, S.STOPPING}),
+    S.DRAINING: frozenset({S.REMOVED, S.UP, S.DOWN, S.STOPPING, S.CRASHED}),
     S.STOPPED: frozenset({S.STARTING, S.REMOVED}),
     S.STARTING: frozenset({S.UP, S.CRASHED, S.STOPPING, S.DOWN}),
     S.STOPPING: frozenset({S.STOPPED, S.CRASHED}),
@@ -52,8 +52,10 @@ _ALLOWED: dict[BackendState, frozenset[BackendState]] = {
 # (see Scheduler._may_serve) so a backend that came back is found by the next request.
 TAKES_WORK = frozenset({S.UP})
 MAY_TRY = frozenset({S.UP, S.DOWN, S.UNKNOWN})
-# A managed backend in these is started on demand, so a request may wait for it.
-MAY_QUEUE_MANAGED = frozenset({S.STOPPED, S.STARTING, S.CRASHED})
+# A managed backend in these is on its way up or down, so a request may wait for it; in
+# NEEDS_START it is started on demand unless its `start` is `manual`.
+MAY_QUEUE_MANAGED = frozenset({S.STARTING, S.STOPPING})
+NEEDS_START = frozenset({S.STOPPED, S.CRASHED})
 
 
 _TROUBLE = frozenset({S.DOWN, S.CRASHED})

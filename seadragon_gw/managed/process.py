@@ -238,6 +238,8 @@ class ProcessSupervisor:
         finally:
             self._stopping = None
             self.log.close()
+        if graceful and self.config.start != "manual" and self.hooks.work_waiting(self.backend):
+            self.ensure_started()  # requests came while it stopped: they waited for it
 
     async def _kill(self) -> None:
         """SIGTERM the process group, SIGKILL it after `stop_timeout_s`."""
