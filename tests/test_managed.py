@@ -148,6 +148,18 @@ async def test_process_that_exits_at_once_fails_the_start_with_its_exit_code(tmp
                                         "(exit code 7); stderr: no such model file")
 
 
+async def test_a_command_that_cannot_run_fails_the_start(tmp_path: Path) -> None:
+    config = managed(tmp_path)
+    assert config.managed is not None
+    config.managed.command = [str(tmp_path / "no-such-server"), "--port", "{port}"]
+    async with running(config) as (registry, scheduler, backend):
+        with pytest.raises(UpstreamFailed) as caught:
+            await ask(registry, scheduler)
+        assert caught.value.message == (f"managed backend local: could not run "
+                                        f"'{tmp_path / 'no-such-server'}': No such file or directory")
+        assert backend.state is S.CRASHED
+
+
 async def test_crash_marks_crashed_and_the_next_request_restarts_it(tmp_path: Path) -> None:
     async with running(managed(tmp_path, "--crash-after", "1")) as (registry, scheduler, backend):
         first = await ask(registry, scheduler)

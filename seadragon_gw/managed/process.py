@@ -17,6 +17,7 @@ import ctypes
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -86,7 +87,11 @@ class ProcessSupervisor:
     async def _start(self) -> None:
         try:
             self.backend.lifecycle.move(S.STARTING, "starting the process")
-            failure = await self._launch()
+            try:
+                failure = await self._launch()
+            except Exception as exc:  # a bug must not leave the backend `starting` for ever
+                log.exception("managed backend %s: start failed", self.backend.name)
+                failure = f"start failed: {exc!r}"
             if failure is None:
                 self._up_since = self._clock()
                 self.backend.lifecycle.move(S.UP, "the process answered its health check")
@@ -102,12 +107,14 @@ class ProcessSupervisor:
         finally:
             self._starting = None
 
+    def _fill(self, text: str) -> str:
+        """Only the two placeholders (not str.format: a JSON argument's braces stay)."""
+        return text.replace("{port}", str(self.port)).replace("{host}", self.host)
+
     def _argv_env(self) -> tuple[list[str], dict[str, str]]:
-        values = {"port": str(self.port), "host": self.host}
-        argv = [part.format(**values) for part in self.config.command]
         env = dict(os.environ)
-        env.update({k: v.format(**values) for k, v in self.config.env.items()})
-        return argv, env
+        env.update({k: self._fill(v) for k, v in self.config.env.items()})
+        return [self._fill(part) for part in self.config.command], env
 
     async def _launch(self) -> str | None:
         """Spawn and wait for health; the reason it failed, or None when healthy."""
@@ -121,6 +128,8 @@ class ProcessSupervisor:
                 start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as exc:
             return f"could not run {argv[0]!r}: {exc.strerror or exc}"
+        except subprocess.SubprocessError as exc:  # the preexec step failed in the child
+            return f"could not run {argv[0]!r}: {exc}"
         self._proc = proc
         log.info("managed backend %s: started pid %d on port %d", self.backend.name, proc.pid, self.port)
         self._pumps = [asyncio.create_task(self._pump(proc.stdout, "stdout")),
