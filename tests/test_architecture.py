@@ -1,7 +1,7 @@
 """The folder layout is the architecture: these tests keep the layers honest.
 
 Lower layers (`queue/`, `auth/`, `store/`, `backends/`, `records/`, `lifecycle/`, `admin/`,
-`localmodel/`) never import the HTTP layer (`api/`) or the app; and there are no import
+`localmodel/`, `translate/`) never import the HTTP layer (`api/`) or the app; and there are no import
 circles, neither between modules nor between the packages.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "seadragon_gw"
-LOWER = ("queue", "auth", "store", "backends", "records", "lifecycle", "admin", "localmodel")
+LOWER = ("queue", "auth", "store", "backends", "records", "lifecycle", "admin", "localmodel", "translate")
 HTTP = ("seadragon_gw.api", "seadragon_gw.app", "seadragon_gw.cli", "seadragon_gw.server")
 
 
