@@ -178,3 +178,16 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self._pool.close()
+
+
+def error_message_of(body: bytes, status: int) -> str:
+    """The message of a backend's error body, in either error shape."""
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        error = error.get("message")
+    if isinstance(error, str) and error:
+        return error
+    return f"backend answered HTTP {status}: {body[:200].decode('utf-8', 'replace')}"

@@ -13,7 +13,10 @@ from typing import Any
 import orjson
 
 from ..backends.backend import Backend
+from ..backends.upstream import error_message_of
 from ..model_names import model_key
+
+__all__ = ["Rewrite", "body_for", "error_message_of", "model_renamer", "upstream_headers"]
 
 Rewrite = Callable[[bytes], bytes]
 
@@ -53,16 +56,3 @@ def body_for(backend: Backend, body: bytes | None, payload: dict[str, Any] | Non
         return body, None
     assert isinstance(name, str)
     return orjson.dumps({**payload, "model": info.name}), model_renamer(info.name, name)
-
-
-def error_message_of(body: bytes, status: int) -> str:
-    """The message of a backend's error body, in either error shape."""
-    try:
-        error = orjson.loads(body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        error = None
-    if isinstance(error, dict):
-        error = error.get("message")
-    if isinstance(error, str) and error:
-        return error
-    return f"backend answered HTTP {status}: {body[:200].decode('utf-8', 'replace')}"

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ..backends.upstream import UpstreamResponse
+from ..backends.upstream import UpstreamResponse, error_message_of
 from ..errors import InvalidInput
 
 TRANSLATED_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
@@ -34,20 +34,6 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def error_message_of(body: bytes, status: int) -> str:
-    """The message of a backend's error body (OpenAI's `{"error": {"message"}}` or a string)."""
-    try:
-        error = orjson.loads(body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        error = None
-    if isinstance(error, dict):
-        error = error.get("message")
-    if isinstance(error, str) and error:
-        return error
-    return f"backend answered HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
-
-
-# -- the request ----------------------------------------------------------------------------
 def _data_url(image: Any) -> str:
     if not isinstance(image, str):
         raise InvalidInput("images must be base64 strings")
