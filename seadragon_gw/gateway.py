@@ -28,6 +28,7 @@ from .config import GatewayConfig
 from .jobs.service import JobService
 from .lifecycle.service import RequestService
 from .limits.limiter import RateLimiter
+from .managed.process import ProcessSupervisor
 from .ops.operations import Operations
 from .queue.scheduler import Scheduler
 from .records.observers import Recorder
@@ -97,7 +98,7 @@ class Gateway:
 
     @classmethod
     async def _build(cls, config: GatewayConfig, clocks: Clocks, store: Store, hasher: PasswordHasher) -> Gateway:
-        registry = Registry(config.backends, clocks.monotonic)
+        registry = Registry(config.backends, clocks.monotonic, supervise=ProcessSupervisor)
         scheduler = Scheduler(registry, config.queue, clock=clocks.monotonic)
         recorder = Recorder(clocks.wall)
         requests = RequestService(registry, scheduler, recorder, config.queue, default_model=config.default_model)

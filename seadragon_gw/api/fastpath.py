@@ -24,6 +24,7 @@ from ..records.record import request_id_from
 from .context import ECHO_REQUEST_ID, REQUEST_ID_KEY, request_ids_of
 from .errors import as_api_error, error_body, style_for_path
 from .routes import Forward
+from .show import Show
 
 log = logging.getLogger("seadragon_gw")
 
@@ -33,9 +34,9 @@ class FastPath:
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
-        self._table: dict[str, tuple[frozenset[str], Forward]] = {}
+        self._table: dict[str, tuple[frozenset[str], Forward | Show]] = {}
         for route in app.routes:
-            if isinstance(route, Route) and isinstance(route.app, Forward) and not route.param_convertors:
+            if isinstance(route, Route) and isinstance(route.app, (Forward, Show)) and not route.param_convertors:
                 self._table[route.path] = (frozenset(route.methods or ()), route.app)
 
     @property
@@ -55,7 +56,7 @@ class FastPath:
                 return
         await self.app(scope, receive, send)
 
-    async def _forward(self, endpoint: Forward, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _forward(self, endpoint: Forward | Show, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self.app
         header = None
         for name, value in scope["headers"]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..lifecycle.route import INFERENCE, SHOW, RouteSpec
+from ..lifecycle.route import INFERENCE, RouteSpec
 from . import metadata
 from .context import gateway_of
 from .proxy import forward
+from .show import Show
 
 
 def _admin(model_field: str | None = "model", *, must_exist: bool = True, changes: bool = True,
@@ -39,7 +40,7 @@ def native_routes() -> list[BaseRoute]:
         Route("/api/version", metadata.version, methods=["GET", "HEAD"]),
         Route("/api/tags", metadata.tags, methods=["GET", "HEAD"]),
         Route("/api/ps", metadata.ps, methods=["GET"]),
-        _forward("/api/show", SHOW, post),
+        Route("/api/show", Show(), methods=post),
         *(_forward(path, INFERENCE[path], post) for path in ("/api/chat", "/api/generate", "/api/embed",
                                                               "/api/embeddings")),
         _forward("/api/pull", _admin(must_exist=False), post),

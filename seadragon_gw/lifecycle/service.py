@@ -259,10 +259,10 @@ class RequestService:
         key: QueueKey = (model_key(name), kind)
         if not principal.may_use(key[0]):
             raise NotPermitted(f"this credential may not use model '{name}'")
-        backends = [b for b in self.registry.serving(key) if b.may_try]
+        backends = self.registry.routable(key)  # starts a stopped on-demand managed backend
         if not backends and spec.native and spec.queued and self.registry.serving((key[0], "openai")):
             key = (key[0], "openai")  # only an OpenAI-kind backend has it: served through translation
-            backends = [b for b in self.registry.serving(key) if b.may_try]
+            backends = self.registry.routable(key)  # starts a stopped on-demand managed backend
         if not backends and not spec.model_must_exist:
             return key, self.any_backend(kind)
         if not backends:

@@ -64,7 +64,7 @@ class HealthReport:
 
 
 def status_of(backends: list[Backend], database: DatabaseHealth) -> Status:
-    up = sum(1 for b in backends if b.healthy)
+    up = sum(1 for b in backends if b.healthy or (b.managed and b.may_queue))  # on demand: starts when asked
     if up == 0 or not database.ok:
         return "unhealthy"
     return "healthy" if up == len(backends) and database.writable else "degraded"
