@@ -23,7 +23,7 @@ from ..gateway import Gateway
 from ..lifecycle.forwarding import upstream_headers
 from ..lifecycle.route import RouteSpec
 from ..lifecycle.service import Exchange, outcome_of
-from ..queue.errors import SHUTDOWN_MESSAGE, ShuttingDown
+from ..queue.errors import SHUTDOWN_MESSAGE
 from ..records.record import Outcome, RequestRecord
 from . import relay
 from .asgi import ClientGone, DisconnectWatch, header_map, read_body
@@ -112,7 +112,7 @@ async def _run(gateway: Gateway, call: Call, receive: Receive) -> None:
         else:
             outcome = "client_gone"
     except (ApiError, GatewayError) as error:
-        outcome, error_text = outcome_of(error), _message(error)
+        outcome, error_text = outcome_of(error), error.message
         await writer.fail(_as_api(error))
     except ClientGone:
         outcome = "client_gone"
@@ -206,9 +206,6 @@ def _as_api(error: ApiError | GatewayError) -> ApiError:
     return error if isinstance(error, ApiError) else as_api_error(error)
 
 
-def _message(error: ApiError | GatewayError) -> str:
-    return error.message
-
 
 async def _fail_quietly(writer: HttpWriter, error: ApiError) -> None:
     """Tell a client the gateway is going away, if its connection still takes bytes."""
@@ -235,5 +232,3 @@ async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
         if not message.get("more_body", False):
             return
 
-
-__all__ = ["SHUTDOWN_MESSAGE", "ShuttingDown", "forward"]

@@ -33,7 +33,6 @@ from ..lifecycle.consume import Forwarded, complete, lines
 from ..lifecycle.forwarding import error_message_of, upstream_headers
 from ..lifecycle.route import INFERENCE
 from ..lifecycle.service import Exchange
-from ..records.record import request_id_from
 from . import ws_frames as frames
 from .asgi import header_map
 from .context import gateway_of
@@ -254,7 +253,7 @@ async def drive(gateway: Gateway, principal: Principal, command: frames.Start, e
     `done` or `error`. A GatewayError is its message, never a traceback."""
     spec = INFERENCE[command.route]
     # method "WS": metrics and the usage log tell WebSocket requests from HTTP ones
-    record = gateway.recorder.start(request_id_from(None, gateway.recorder.ids), "WS", command.route)
+    record = gateway.recorder.start(gateway.recorder.ids.new(), "WS", command.route)
     try:
         stream = spec.streams and frames.wants_stream(command.body, spec.native)
         exchange = gateway.requests.admit(record, principal, spec, command.body, stream)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -198,7 +199,7 @@ class Connection(asyncio.Protocol):
             if exc is None and response.status and not self._framed:
                 response._finish()  # a body delimited by the end of the connection
             else:
-                reason = _reason(exc) if exc is not None else "the backend closed the connection"
+                reason = failure_reason(exc) if exc is not None else "the backend closed the connection"
                 response._fail(ResponseFailed(reason, before_answer=not self.received_any))
         self.pool.forget(self)
         drain = self._drain
@@ -412,10 +413,27 @@ def _head(method: str, target: str, host: bytes, headers: list[tuple[str, str]],
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def _reason(exc: BaseException) -> str:
-    number = getattr(exc, "errno", None)
-    if number == errno.ECONNRESET:
-        return "connection reset"
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong with a connection, as an operator would say it."""
+    if isinstance(exc, ConnectFailed):
+        exc = exc.cause
+    if isinstance(exc, ResponseFailed):
+        return exc.reason
+    if isinstance(exc, socket.gaierror):
+        return "host name not found"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
     if isinstance(exc, ssl.SSLError):
-        return "TLS failed"
-    return "connection failed"
+        return f"TLS failed ({exc.reason or exc})"
+    number = getattr(exc, "errno", None)
+    return _ERRNO_WORDS.get(number, "connection failed") if number is not None else "connection failed"
+
+
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNABORTED: "connection aborted",
+    errno.EPIPE: "connection closed",
+}

@@ -48,9 +48,8 @@ _ALLOWED: dict[BackendState, frozenset[BackendState]] = {
     S.REMOVED: frozenset(),
 }
 
-# A dispatcher hands new work only to these; `down`/`unknown` backends are a last resort
-# (see Scheduler._may_serve) so a backend that came back is found by the next request.
-TAKES_WORK = frozenset({S.UP})
+# A dispatcher hands work to these; `down`/`unknown` ones only as a last resort (see
+# Scheduler._may_serve), so a backend that came back is found by the next request.
 MAY_TRY = frozenset({S.UP, S.DOWN, S.UNKNOWN})
 # A managed backend in these is on its way up or down, so a request may wait for it; in
 # NEEDS_START it is started on demand unless its `start` is `manual`.

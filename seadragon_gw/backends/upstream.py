@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import errno
-import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import orjson
 
 from ..errors import GatewayError, TimedOut, UpstreamFailed
-from .http1 import ConnectFailed, Pool, Response, ResponseFailed
+from .http1 import ConnectFailed, Pool, Response, ResponseFailed, failure_reason
 
 
 class UpstreamError(GatewayError):
@@ -48,32 +46,6 @@ class BackendTimedOut(UpstreamError, TimedOut):
 
 class StreamBroken(UpstreamError, UpstreamFailed):
     """The connection failed after it was made (mid-answer, or a bad reply)."""
-
-
-def failure_reason(exc: BaseException) -> str:
-    """What went wrong with a connection, as an operator would say it."""
-    if isinstance(exc, ConnectFailed):
-        exc = exc.cause
-    if isinstance(exc, ResponseFailed):
-        return exc.reason
-    if isinstance(exc, socket.gaierror):
-        return "host name not found"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed ({exc.reason or exc})"
-    number = getattr(exc, "errno", None)
-    return _ERRNO_WORDS.get(number, "connection failed") if number is not None else "connection failed"
-
-
-_ERRNO_WORDS = {
-    errno.ECONNREFUSED: "connection refused",
-    errno.ECONNRESET: "connection reset",
-    errno.EHOSTUNREACH: "no route to host",
-    errno.ENETUNREACH: "network unreachable",
-    errno.ECONNABORTED: "connection aborted",
-    errno.EPIPE: "connection closed",
-}
 
 
 @dataclass(slots=True)
