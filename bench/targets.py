@@ -9,6 +9,9 @@ Names (bench/run.py `--targets`):
   (`master_process off; daemon off; worker_processes 1`, so its CPU is read from /proc like the
   gateway's), upstream keepalive 64 over HTTP/1.1, no buffering either way, no access log.
   Installed with `apt-get install -y nginx` if it is missing.
+- `floor`: bench/floor_proxy.py, the least a Python proxy can do per request (uvloop +
+  httptools, relaying from the parser callbacks, nothing else): what issue 7's ratios would be
+  if the gateway did no work of its own.
 - `base@REF`: the gateway as of git ref REF, from a `git worktree add` of REF in a temp
   folder (removed afterwards) run with this venv and PYTHONPATH set to that worktree only; the
   start checks that `seadragon_gw` is imported from the worktree, not from this tree.
@@ -249,6 +252,9 @@ def start_target(name: str, backend_port: int, max_concurrent: int, core: str,
         conf = nginx_config(workdir, port, backend_port)
         cmd = [nginx_binary(), "-p", workdir, "-e", f"{workdir}/error.log", "-c", conf]
         ready = "/api/version"  # through the proxy: nginx is up and reaches the backend
+    elif name == "floor":
+        cmd = [sys.executable, str(HERE / "floor_proxy.py"), "--port", str(port), "--backend-port", str(backend_port)]
+        ready = "/api/version"
     else:
         sections = {"seadragon": OPERATIONS_ON, "seadragon-off": OPERATIONS_OFF}.get(name, "")
         config = gateway_config(workdir, port, backend_port, max_concurrent, extra_server, max_waiting, sections)
