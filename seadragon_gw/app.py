@@ -17,6 +17,7 @@ from . import banner
 from .api.admin_routes import admin_routes
 from .api.auth_routes import auth_routes
 from .api.context import request_id_of
+from .api.cors import cors_middleware
 from .api.errors import ApiError, as_api_error, error_body, style_for_path
 from .api.fastpath import FastPath
 from .api.jobs_routes import jobs_routes
@@ -60,7 +61,7 @@ def create_app(config: GatewayConfig, clocks: Clocks | None = None,
     return FastPath(Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware), *cors_middleware(config.server.cors_origins)],
         exception_handlers={ApiError: _api_error, GatewayError: _gateway_error, HTTPException: _http_error,
                             ClientDisconnect: _client_gone,
                             Exception: _unexpected},

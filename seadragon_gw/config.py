@@ -35,6 +35,9 @@ class ServerConfig:
     body_timeout_s: float = 30.0
     keepalive_s: float = 5.0
     max_connections: int = 1024
+    # Browser pages on these origins (exactly `scheme://host[:port]`) may call the API with
+    # credentials (CORS); none by default.
+    cors_origins: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -357,6 +360,7 @@ def _check_semantics(config: GatewayConfig) -> None:
     for key in ("header_timeout_s", "body_timeout_s", "keepalive_s", "max_connections"):
         if getattr(config.server, key) <= 0:
             raise ConfigError(f"server.{key}: must be positive")
+    _check_cors_origins(config.server.cors_origins)
     for key in ("login_max_failures", "login_window_s", "hash_concurrency", "tokens_check_s",
                 "credentials_poll_s", "last_used_flush_s"):
         if getattr(config.auth, key) <= 0:
@@ -383,6 +387,15 @@ def _check_managed(backend: BackendConfig, where: str) -> None:
         raise ConfigError(f"{where}.managed.idle_ttl_s: must be 0 (never) or more")
     if not managed.health.path.startswith("/") or managed.health.interval_s <= 0:
         raise ConfigError(f"{where}.managed.health: path must start with / and interval_s be positive")
+
+
+def _check_cors_origins(origins: list[str]) -> None:
+    """Exact origins only: a wildcard would hand every page the caller's credentials."""
+    for i, origin in enumerate(origins):
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest or "*" in rest or origin != origin.strip():
+            raise ConfigError(f"server.cors_origins[{i}]: must be an exact origin such as https://app.example.com "
+                              f"(scheme://host[:port], no path, no wildcard), got {origin!r}")
 
 
 def _check_operations(config: GatewayConfig) -> None:
