@@ -8,13 +8,19 @@ CPython + uvloop + httptools + the four socket calls cost before any gateway log
 "<= 5x nginx" can be read against it: if the floor is already near 5x, the target needs a
 different runtime, not a better gateway.
 
-    python bench/floor_proxy.py --port 8080 --backend-port 11434
+    python bench/floor_proxy.py --port 8080 --backend-port 11434 [--burn-us 50]
+
+`--burn-us N` (target `floor+N` in bench/run.py) spins N us of CPU per request before
+forwarding it: a stand-in for the gateway's own work, to see how the cost of the same socket
+calls grows once the proxy is the slowest process (its peers sleep and each write must wake
+them) rather than faster than the load generator and the backend.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from typing import cast
 
 import httptools
@@ -111,14 +117,23 @@ class Client(asyncio.Protocol):
         request = (b"%b %b HTTP/1.1\r\nHost: backend\r\nContent-Length: %d\r\n%b\r\n%b"
                    % (method, self.url, len(body), b"".join(self.head), body))
         self.url, self.head, self.body = b"", [], []
+        if self.proxy.burn_s:
+            self.proxy.burn()
         self.proxy.send(self, request)
 
 
 class Proxy:
-    def __init__(self, backend_port: int) -> None:
+    def __init__(self, backend_port: int, burn_us: float = 0.0) -> None:
         self.backend_port = backend_port
+        self.burn_s = burn_us / 1e6
         self.pool: list[Upstream] = []
         self.loop = asyncio.get_event_loop()
+
+    def burn(self) -> None:
+        """Spin for `burn_s` of CPU per request: a stand-in for a gateway's own work."""
+        end = time.thread_time() + self.burn_s
+        while time.thread_time() < end:
+            pass
 
     def send(self, client: Client, request: bytes) -> None:
         if self.pool:
@@ -137,8 +152,8 @@ class Proxy:
         upstream.transport.write(request)
 
 
-async def serve(port: int, backend_port: int) -> None:
-    proxy = Proxy(backend_port)
+async def serve(port: int, backend_port: int, burn_us: float) -> None:
+    proxy = Proxy(backend_port, burn_us)
     server = await proxy.loop.create_server(lambda: Client(proxy), "127.0.0.1", port, backlog=4096)
     async with server:
         await server.serve_forever()
@@ -148,8 +163,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend-port", type=int, required=True)
+    parser.add_argument("--burn-us", type=float, default=0.0,
+                        help="spin this many us of CPU per request (how syscall costs grow with the proxy's own work)")
     args = parser.parse_args()
-    uvloop.run(serve(args.port, args.backend_port))
+    uvloop.run(serve(args.port, args.backend_port, args.burn_us))
 
 
 if __name__ == "__main__":

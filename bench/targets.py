@@ -252,8 +252,10 @@ def start_target(name: str, backend_port: int, max_concurrent: int, core: str,
         conf = nginx_config(workdir, port, backend_port)
         cmd = [nginx_binary(), "-p", workdir, "-e", f"{workdir}/error.log", "-c", conf]
         ready = "/api/version"  # through the proxy: nginx is up and reaches the backend
-    elif name == "floor":
-        cmd = [sys.executable, str(HERE / "floor_proxy.py"), "--port", str(port), "--backend-port", str(backend_port)]
+    elif name == "floor" or name.startswith("floor+"):
+        burn = name.partition("+")[2] or "0"
+        cmd = [sys.executable, str(HERE / "floor_proxy.py"), "--port", str(port), "--backend-port", str(backend_port),
+               "--burn-us", burn]
         ready = "/api/version"
     else:
         sections = {"seadragon": OPERATIONS_ON, "seadragon-off": OPERATIONS_OFF}.get(name, "")
