@@ -11,7 +11,8 @@ pre-rendered bodies. It serves just what the benchmark needs:
 
 N (chunks per stream) comes from, in order: the request header `x-bench-chunks`, the body's
 `options.bench_chunks`, else `--chunks` (default 20). Between two chunks the writer sleeps
-`options.bench_interval_ms` or `--interval-ms` (default 0 = yield one loop turn), so every chunk
+`x-bench-interval-ms` (header), `options.bench_interval_ms` or `--interval-ms` (default 0 = yield
+one loop turn; the headers reach the backend through a gateway that translates the body), so every chunk
 leaves in its own `send()` the way a token stream does, instead of one coalesced burst. (A
 reader slower than the backend may still find several chunks waiting in its socket at once;
 a pause of a few ms, like a real model's time per token, rules that out.)
@@ -126,7 +127,7 @@ class Renderer:
 class BackendProtocol(asyncio.Protocol):
     """One keep-alive connection; requests on it are answered in order."""
 
-    __slots__ = ("srv", "transport", "parser", "url", "body", "headers_chunks", "busy", "queued")
+    __slots__ = ("srv", "transport", "parser", "url", "body", "headers_chunks", "headers_interval", "busy", "queued")
 
     def __init__(self, srv: Server) -> None:
         self.srv = srv
@@ -135,8 +136,9 @@ class BackendProtocol(asyncio.Protocol):
         self.url = b""
         self.body: list[bytes] = []
         self.headers_chunks: bytes | None = None
+        self.headers_interval: bytes | None = None
         self.busy = False          # a stream is being written; later requests wait their turn
-        self.queued: list[tuple[bytes, bytes, bytes, bytes | None]] = []
+        self.queued: list[tuple[bytes, bytes, bytes, bytes | None, bytes | None]] = []
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -158,6 +160,7 @@ class BackendProtocol(asyncio.Protocol):
         self.url = b""
         self.body = []
         self.headers_chunks = None
+        self.headers_interval = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -165,19 +168,21 @@ class BackendProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) == 14 and name.lower() == b"x-bench-chunks":
             self.headers_chunks = value
+        elif len(name) == 19 and name.lower() == b"x-bench-interval-ms":
+            self.headers_interval = value
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        request = (self.parser.get_method(), self.url, b"".join(self.body), self.headers_chunks)
+        request = (self.parser.get_method(), self.url, b"".join(self.body), self.headers_chunks, self.headers_interval)
         if self.busy:
             self.queued.append(request)
         else:
             self.handle(*request)
 
     # -- answering
-    def handle(self, method: bytes, url: bytes, body: bytes, hchunks: bytes | None) -> None:
+    def handle(self, method: bytes, url: bytes, body: bytes, hchunks: bytes | None, hinterval: bytes | None) -> None:
         transport = self.transport
         if transport is None:
             return
@@ -212,6 +217,8 @@ class BackendProtocol(asyncio.Protocol):
                     ttft = opts["bench_ttft_ms"] / 1000.0
             if hchunks is not None:
                 n = int(hchunks)
+            if hinterval is not None:
+                interval = float(hinterval) / 1000.0
             parts = srv.render.native_stream(model) if native else srv.render.openai_stream(model)
             self.busy = True
             loop = asyncio.get_running_loop()

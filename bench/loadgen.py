@@ -41,6 +41,7 @@ class Scenario:
     expect_lines: int        # newlines in a complete body
     done_marker: bytes       # must appear at the end of a complete body
     chunks: int              # token chunks per request (0 for non-stream)
+    headers: tuple[str, ...] = ()  # extra request header lines, e.g. "X-Bench-Chunks: 20"
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ def request_bytes(url: str, sc: Scenario, token: str | None) -> bytes:
     lines = [f"POST {parts.path.rstrip('/')}{sc.path} HTTP/1.1", f"Host: {parts.netloc}",
              "Content-Type: application/json", f"Content-Length: {len(sc.body)}",
              "User-Agent: seadragon-bench", "Accept: */*"]
+    lines += sc.headers
     if token:
         lines.append(f"Authorization: Bearer {token}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + sc.body

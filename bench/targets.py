@@ -108,7 +108,7 @@ metrics:
 
 def gateway_config(workdir: str, port: int, backend_port: int, max_concurrent: int,
                    extra_server: dict[str, object] | None = None, max_waiting: int = 100000,
-                   sections: str = "") -> str:
+                   sections: str = "", backends_extra: str = "") -> str:
     Path(workdir, "tokens.json").write_text(json.dumps({"bench": TOKEN}))
     extra = "".join(f"  {k}: {v}\n" for k, v in (extra_server or {}).items())
     config = f"""\
@@ -131,7 +131,7 @@ backends:
     url: http://127.0.0.1:{backend_port}
     max_concurrent: {max_concurrent}
     models: "*"
-""" + sections
+""" + backends_extra + sections
     path = Path(workdir, "config.yaml")
     path.write_text(config)
     return str(path)
@@ -241,7 +241,8 @@ def _gateway_cmd(name: str, config: str, port: int, env: dict[str, str], workdir
 
 
 def start_target(name: str, backend_port: int, max_concurrent: int, core: str,
-                 extra_server: dict[str, object] | None = None, max_waiting: int = 100000) -> Target:
+                 extra_server: dict[str, object] | None = None, max_waiting: int = 100000,
+                 backends_extra: str = "") -> Target:
     """Start one target pinned to `core` and wait until it proxies to the backend."""
     workdir = tempfile.mkdtemp(prefix=f"seadragon-bench-{name.replace('@', '-')}-")
     port = free_port()
@@ -259,7 +260,8 @@ def start_target(name: str, backend_port: int, max_concurrent: int, core: str,
         ready = "/api/version"
     else:
         sections = {"seadragon": OPERATIONS_ON, "seadragon-off": OPERATIONS_OFF}.get(name, "")
-        config = gateway_config(workdir, port, backend_port, max_concurrent, extra_server, max_waiting, sections)
+        config = gateway_config(workdir, port, backend_port, max_concurrent, extra_server, max_waiting, sections,
+                                backends_extra)
         cmd, tree = _gateway_cmd(name, config, port, env, workdir)
         ready = "/health"
     proc = subprocess.Popen(["taskset", "-c", core, *cmd], cwd=workdir, env=env, stdout=log,
