@@ -97,10 +97,20 @@ class ManagedHealthConfig:
 
 
 @dataclass
+class ManagedProfile:
+    """A named variant of a managed process (e.g. an OCR resolution): `args` appended to the
+    command, `env` merged over the backend's; the same placeholders are filled in."""
+
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class ManagedConfig:
-    """A backend process the gateway owns (issue 9). `command` is an argv list; `{port}` and
-    `{host}` in it (and in `env` values) are replaced. The backend's `url` is then
-    `http://{host}:{port}` (leave `url` out); `port: auto` takes a free port once per run."""
+    """A backend process the gateway owns (issue 9). `command` is an argv list; `{port}`,
+    `{host}`, `{model_path}` and `{profile}` in it (and in `env` values and profiles) are
+    replaced. The backend's `url` is then `http://{host}:{port}` (leave `url` out); `port: auto`
+    takes a free port once per run. Backends with the same `group` never run at once."""
 
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
@@ -116,6 +126,10 @@ class ManagedConfig:
     restart_backoff_max_s: float = 60.0
     log_dir: str = "logs/managed"  # <name>.log, relative to the gateway's working directory
     log_max_bytes: int = 10 * 1024 * 1024  # then rotated to <name>.log.1
+    profiles: dict[str, ManagedProfile] = field(default_factory=dict)
+    default_profile: str | None = None  # the profile of a start nobody chose one for
+    group: str | None = None  # an exclusive group: starting one stops the others first (one GPU)
+    model_path: str | None = None  # the {model_path} placeholder
 
 
 @dataclass
@@ -387,6 +401,19 @@ def _check_managed(backend: BackendConfig, where: str) -> None:
         raise ConfigError(f"{where}.managed.idle_ttl_s: must be 0 (never) or more")
     if not managed.health.path.startswith("/") or managed.health.interval_s <= 0:
         raise ConfigError(f"{where}.managed.health: path must start with / and interval_s be positive")
+    _check_profiles(managed, where)
+
+
+def _check_profiles(managed: ManagedConfig, where: str) -> None:
+    known = ", ".join(managed.profiles) or "none"
+    if managed.default_profile is not None and managed.default_profile not in managed.profiles:
+        raise ConfigError(f"{where}.managed.default_profile: {managed.default_profile!r} is not one of "
+                          f"its profiles ({known})")
+    for name, profile in managed.profiles.items():
+        if not all(profile.args):
+            raise ConfigError(f"{where}.managed.profiles.{name}.args: must be non-empty strings")
+    if managed.group is not None and not managed.group.strip():
+        raise ConfigError(f"{where}.managed.group: must be a group name (leave it out for none)")
 
 
 def _check_cors_origins(origins: list[str]) -> None:

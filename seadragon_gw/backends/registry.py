@@ -18,11 +18,11 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from ..config import BackendConfig, ConfigError
-from ..errors import Conflict, GatewayError, NotFound
+from ..errors import Conflict, GatewayError, InvalidInput, NotFound, UpstreamFailed
 from ..model_names import QueueKey, model_key
 from .backend import Backend, ModelInfo
 from .listings import ollama_models, openai_models_of
@@ -32,6 +32,8 @@ from .upstream import StreamBroken, UpstreamError
 
 log = logging.getLogger("seadragon_gw.backends")
 S = BackendState
+# A managed backend in these has a process (starting, running or on its way down).
+_LIVE = frozenset({S.STARTING, S.UP, S.DOWN, S.DRAINING, S.STOPPING})
 
 
 class DispatchPool(Protocol):
@@ -62,6 +64,7 @@ class Registry:
         self._background: set[asyncio.Task[None]] = set()
         self._clock = clock
         self._started = False
+        self._switching: set[Backend] = set()
 
     def attach(self, pool: DispatchPool) -> None:
         """The scheduler registers itself here when it is built."""
@@ -70,11 +73,15 @@ class Registry:
     def serving(self, key: QueueKey) -> list[Backend]:
         return [b for b in self.backends if b.can_serve(key)]
 
-    def routable(self, key: QueueKey) -> list[Backend]:
+    def routable(self, key: QueueKey, profile: str | None = None) -> list[Backend]:
         """The backends a request for `key` may be routed to and wait for (`may_queue`).
         When none of them is up, the stopped managed ones among them are started, so the
-        request waits in its queue until one is healthy (or is rejected if the start fails)."""
+        request waits in its queue until one is healthy (or is rejected if the start fails).
+        A request for a `profile` may only go to managed backends that have it; when none of
+        them runs it, one is started or switched to it (see `want_profile`)."""
         backends = [b for b in self.serving(key) if b.may_queue]
+        if profile is not None:
+            return self._with_profile(key, backends, profile)
         if not any(b.healthy for b in backends):
             for backend in backends:
                 if backend.state in NEEDS_START:  # may_queue: so not `start: manual`
@@ -87,6 +94,101 @@ class Registry:
         start task, for a caller that wants to wait for it."""
         supervisor = self.supervisors.get(backend)
         return supervisor.ensure_started() if supervisor is not None else None
+
+    # -- profiles -----------------------------------------------------------------------
+    def profile_of(self, backend: Backend) -> str | None:
+        """The profile its process runs (or is starting with); when none runs, the one the
+        next start uses (the default, unless switched since)."""
+        supervisor = self.supervisors.get(backend)
+        if supervisor is None:
+            return None
+        return supervisor.profile if backend.state in _LIVE else supervisor.next_profile
+
+    def _with_profile(self, key: QueueKey, backends: list[Backend], profile: str) -> list[Backend]:
+        fitting = [b for b in backends if profile in _profiles(b)]
+        if not fitting and backends:
+            known = dict.fromkeys(p for b in backends for p in _profiles(b))
+            raise InvalidInput(f"unknown profile '{profile}' (known: {', '.join(known) or 'none'})")
+        self._want_profile(fitting, profile)
+        return fitting
+
+    def want_profile(self, key: QueueKey, profile: str) -> None:
+        """Requests for `key` wait for `profile` (the scheduler calls this when a backend that
+        could serve them idles with another profile)."""
+        self._want_profile([b for b in self.serving(key) if b.may_queue and profile in _profiles(b)], profile)
+
+    def _want_profile(self, backends: list[Backend], profile: str) -> None:
+        """Make one of `backends` run `profile`: nothing if one runs or will run it; else a
+        stopped one is started with it, or else an idle-most running one is switched
+        (gracefully: after its active requests). A backend in the middle of a start, stop or
+        switch is left alone: the request waits, and the scheduler asks again when it idles."""
+        if not backends:
+            return
+        coming = [b for b in backends if self._will_run(b, profile)]
+        if coming:
+            if not any(b.healthy for b in coming):
+                for backend in coming:
+                    if backend.state in NEEDS_START:
+                        self.ensure_started(backend)
+            return
+        stopped = [b for b in backends if b.state in NEEDS_START]
+        if stopped:
+            self.supervisors[stopped[0]].next_profile = profile
+            self.ensure_started(stopped[0])
+            return
+        settled = [b for b in backends if b.healthy and b not in self._switching]
+        if settled:
+            target = min(settled, key=Backend.load_rank)
+            self._spawn(self.switch_profile(target.name, profile), f"switch:{target.name}:{profile}")
+
+    def _will_run(self, backend: Backend, profile: str) -> bool:
+        supervisor = self.supervisors[backend]
+        if backend.state is S.STOPPING or backend in self._switching:
+            return supervisor.next_profile == profile
+        return self.profile_of(backend) == profile
+
+    async def switch_profile(self, name: str, profile: str, graceful: bool = True) -> None:
+        """Run backend `name` with `profile`: a running process is stopped (graceful: once its
+        active requests end; new ones wait) and started again with it; a stopped one only
+        starts with it next time. Raises InvalidInput for a profile it does not have."""
+        backend = self.get(name)
+        supervisor = self._supervisor_of(backend)
+        _check_profile(backend, profile)
+        supervisor.next_profile = profile
+        if backend.state not in _LIVE or (supervisor.profile == profile and backend.state is not S.STOPPING):
+            return
+        self._switching.add(backend)
+        try:
+            await supervisor.stop(graceful, f"switching to profile {profile}")
+            task = self.ensure_started(backend)
+            if task is not None:
+                await task
+        finally:
+            self._switching.discard(backend)
+        if not backend.healthy:
+            raise UpstreamFailed(backend.lifecycle.reason)
+
+    def _supervisor_of(self, backend: Backend) -> Supervisor:
+        supervisor = self.supervisors.get(backend)
+        if supervisor is None:
+            raise InvalidInput(f"backend {backend.name} is not managed (it has no process to start or stop)")
+        return supervisor
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Background work whose failure is logged (and told to waiting requests by the
+        supervisor's own hooks), never lost silently."""
+        task = asyncio.create_task(self._logged(work, name), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await work
+        except GatewayError as exc:
+            log.warning("%s: %s", name, exc.message)
+        except Exception:
+            log.exception("%s failed", name)
 
     def _build(self, config: BackendConfig) -> Backend:
         """A Backend; for a managed one also its supervisor, with the url derived from
@@ -289,3 +391,15 @@ class Registry:
     def _changed(self) -> None:
         for pool in self._pools:
             pool.backends_changed()
+
+
+def _profiles(backend: Backend) -> list[str]:
+    managed = backend.config.managed
+    return list(managed.profiles) if managed is not None else []
+
+
+def _check_profile(backend: Backend, profile: str) -> None:
+    known = _profiles(backend)
+    if profile not in known:
+        raise InvalidInput(f"backend {backend.name} has no profile '{profile}' "
+                           f"(known: {', '.join(known) or 'none'})")

@@ -12,6 +12,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from ..errors import GatewayError
@@ -29,8 +30,19 @@ class SupervisorHooks:
 
 
 class Supervisor(Protocol):
+    """`profile` is the live process's profile; `next_profile` the one the next start uses
+    (the registry sets it to switch); `started_at` is wall-clock time while it runs."""
+
+    profile: str | None
+    next_profile: str | None
+    started_at: float | None
+    restarts: int
+
     @property
     def pid(self) -> int | None: ...
+
+    @property
+    def log_path(self) -> Path: ...
 
     def ensure_started(self) -> asyncio.Task[None] | None: ...
 

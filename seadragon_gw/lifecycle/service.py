@@ -170,11 +170,13 @@ class RequestService:
 
     def admit(self, record: RequestRecord, principal: Principal, spec: RouteSpec,
               payload: dict[str, Any] | None, stream: bool = False, *, enqueued_at: float | None = None,
-              timeout_s: float | None = None) -> Exchange:
+              timeout_s: float | None = None, profile: str | None = None) -> Exchange:
         """Check the request, find its backend or queue, and enter the queue (inference).
         Raises for anything refused: bad model field, model not allowed, not found, queue
         full, shutting down. An async job passes `enqueued_at` (its submission, on the
-        scheduler's clock: it ages from then) and its own queue `timeout_s`."""
+        scheduler's clock: it ages from then) and its own queue `timeout_s`. A `profile`
+        (e.g. an OCR resolution) is served only by a managed backend running it: the request
+        waits while one is switched to it."""
         record.credential_kind, record.credential_name = principal.kind, principal.name
         record.key_id = principal.key_id
         record.client_id, record.priority, record.stream = principal.client, principal.priority, stream
@@ -186,7 +188,7 @@ class RequestService:
         self._check_model_fields(spec, payload, principal)
         loop_time = self.scheduler.loop.time()
         deadline = loop_time + (self.config.timeout_s if timeout_s is None else timeout_s)
-        key, backend = self._route(spec, principal, name)
+        key, backend = self._route(spec, principal, name, profile)
         for rule in self.checks:
             rule.check(record, principal)
         adapter = _adapter_for(spec, record, key, name)
@@ -195,7 +197,8 @@ class RequestService:
                             rebody=rebody, adapter=adapter)
         now = self.recorder.clock()
         record.queued_at = now if enqueued_at is None else now - (self.scheduler.clock() - enqueued_at)
-        entry, position = self.scheduler.submit(key, principal.priority, record, enqueued_at=enqueued_at)
+        entry, position = self.scheduler.submit(key, principal.priority, record, enqueued_at=enqueued_at,
+                                                profile=profile)
         exchange = Exchange(self, record, spec, principal, name, entry, None, position, deadline,
                             rebody=rebody, adapter=adapter)
         if position == 0:
@@ -251,7 +254,8 @@ class RequestService:
             if not principal.may_use(model_key(value)):
                 raise NotPermitted(f"this credential may not use model '{value}'")
 
-    def _route(self, spec: RouteSpec, principal: Principal, name: str | None) -> tuple[QueueKey, Backend | None]:
+    def _route(self, spec: RouteSpec, principal: Principal, name: str | None,
+               profile: str | None = None) -> tuple[QueueKey, Backend | None]:
         """The queue (inference) or the backend (everything else) for a request."""
         kind = "ollama" if spec.native else None
         if name is None:
@@ -259,10 +263,10 @@ class RequestService:
         key: QueueKey = (model_key(name), kind)
         if not principal.may_use(key[0]):
             raise NotPermitted(f"this credential may not use model '{name}'")
-        backends = self.registry.routable(key)  # starts a stopped on-demand managed backend
+        backends = self.registry.routable(key, profile)  # starts a stopped on-demand managed backend
         if not backends and spec.native and spec.queued and self.registry.serving((key[0], "openai")):
             key = (key[0], "openai")  # only an OpenAI-kind backend has it: served through translation
-            backends = self.registry.routable(key)  # starts a stopped on-demand managed backend
+            backends = self.registry.routable(key, profile)  # starts a stopped on-demand managed backend
         if not backends and not spec.model_must_exist:
             return key, self.any_backend(kind)
         if not backends:

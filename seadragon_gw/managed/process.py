@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ..backends.backend import Backend
 from ..backends.state import BackendState
@@ -66,10 +67,18 @@ class ProcessSupervisor:
         self._pumps: list[asyncio.Task[None]] = []
         self._crashes = 0
         self._up_since = 0.0
+        self.profile: str | None = None  # the profile of the process that runs or starts
+        self.next_profile: str | None = config.default_profile  # the profile the next start uses
+        self.started_at: float | None = None  # wall clock, while it runs
+        self.restarts = 0  # starts after a crash or a failed start
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log.path
 
     # -- starting -----------------------------------------------------------------------
     def ensure_started(self) -> asyncio.Task[None] | None:
@@ -86,14 +95,17 @@ class ProcessSupervisor:
 
     async def _start(self) -> None:
         try:
-            self.backend.lifecycle.move(S.STARTING, "starting the process")
+            if self.backend.state is S.CRASHED:
+                self.restarts += 1
+            self.profile = self.next_profile
+            self.backend.lifecycle.move(S.STARTING, "starting the process" + self._with_profile())
             try:
                 failure = await self._launch()
             except Exception as exc:  # a bug must not leave the backend `starting` for ever
                 log.exception("managed backend %s: start failed", self.backend.name)
                 failure = f"start failed: {exc!r}"
             if failure is None:
-                self._up_since = self._clock()
+                self._up_since, self.started_at = self._clock(), time.time()
                 self.backend.lifecycle.move(S.UP, "the process answered its health check")
                 self._idle = asyncio.create_task(self._idle_watch(), name=f"managed-idle:{self.backend.name}")
                 self.hooks.became_ready(self.backend)
@@ -107,20 +119,32 @@ class ProcessSupervisor:
         finally:
             self._starting = None
 
-    def _fill(self, text: str) -> str:
-        """Only the two placeholders (not str.format: a JSON argument's braces stay)."""
-        return text.replace("{port}", str(self.port)).replace("{host}", self.host)
+    def _with_profile(self) -> str:
+        return f" with profile {self.profile}" if self.profile is not None else ""
 
-    def _argv_env(self) -> tuple[list[str], dict[str, str]]:
+    def _fill(self, text: str) -> str:
+        """Only the named placeholders (not str.format: a JSON argument's braces stay)."""
+        values = {"{port}": str(self.port), "{host}": self.host, "{model_path}": self.config.model_path or "",
+                  "{profile}": self.profile or ""}
+        for placeholder, value in values.items():
+            text = text.replace(placeholder, value)
+        return text
+
+    def argv_env(self) -> tuple[list[str], dict[str, str]]:
+        """The command and environment of a start with `self.profile`: the profile's args
+        after the command's, its env over the backend's."""
+        profile = self.config.profiles.get(self.profile) if self.profile is not None else None
+        command = [*self.config.command, *(profile.args if profile is not None else [])]
+        extra = {**self.config.env, **(profile.env if profile is not None else {})}
         env = dict(os.environ)
-        env.update({k: self._fill(v) for k, v in self.config.env.items()})
-        return [self._fill(part) for part in self.config.command], env
+        env.update({k: self._fill(v) for k, v in extra.items()})
+        return [self._fill(part) for part in command], env
 
     async def _launch(self) -> str | None:
         """Spawn and wait for health; the reason it failed, or None when healthy."""
         self.log.clear_tail()
         self._exited = asyncio.Event()
-        argv, env = self._argv_env()
+        argv, env = self.argv_env()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, env=env, cwd=self.config.cwd, stdin=asyncio.subprocess.DEVNULL,
@@ -184,6 +208,7 @@ class ProcessSupervisor:
         tail = self.log.tail()
         reason = f"the process exited unexpectedly (exit code {code})" + (f"; stderr: {tail}" if tail else "")
         self.backend.lifecycle.move(S.CRASHED, reason)
+        self.started_at = None
         self._cancel_idle()
         if self._clock() - self._up_since > self.config.restart_backoff_max_s:
             self._crashes = 0
@@ -246,6 +271,7 @@ class ProcessSupervisor:
                 self.backend.lifecycle.move(S.STOPPED, reason)
         finally:
             self._stopping = None
+            self.started_at = None
             self.log.close()
         if graceful and self.config.start != "manual" and self.hooks.work_waiting(self.backend):
             self.ensure_started()  # requests came while it stopped: they waited for it

@@ -13,6 +13,8 @@ compare in C (float, then int; `seq` is unique, so the entry itself is never com
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sortedcontainers import SortedList
 
 from .entry import QueueEntry
@@ -49,6 +51,14 @@ class AgingQueue:
     def pop(self) -> QueueEntry:
         """The best entry, removed."""
         return self._items.pop(0)[2]
+
+    def first(self, fits: Callable[[QueueEntry], bool]) -> QueueEntry | None:
+        """The best entry that `fits` (a backend running another profile skips the head)."""
+        return next((item[2] for item in self._items if fits(item[2])), None)
+
+    def take(self, entry: QueueEntry) -> None:
+        """Out of the order because it was granted (unlike `discard`, not cancelled)."""
+        self._items.remove(_item(entry))
 
     def discard(self, entry: QueueEntry) -> None:
         """A waiting request left (client gone, timed out): out of the order now."""

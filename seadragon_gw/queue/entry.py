@@ -31,6 +31,7 @@ class QueueEntry:
     finished: asyncio.Future[None] = field(init=False)
     backend: Backend | None = None
     cancelled: bool = False
+    profile: str | None = None  # served only by a backend running this managed profile
 
     def __post_init__(self) -> None:
         self.finished = self.granted.get_loop().create_future()

@@ -72,9 +72,10 @@ class Scheduler:
 
     # -- request side -------------------------------------------------------------------
     def submit(self, queue_key: QueueKey, priority: float, record: RequestRecord | None = None, *,
-               enqueued_at: float | None = None) -> tuple[QueueEntry, int]:
+               enqueued_at: float | None = None, profile: str | None = None) -> tuple[QueueEntry, int]:
         """Admit a request; return its entry and queue position (0 = already granted).
-        `enqueued_at` (this clock) is an async job's submission time: it ages from then."""
+        `enqueued_at` (this clock) is an async job's submission time: it ages from then.
+        `profile`: only a managed backend running that profile may serve it."""
         now = self.clock() if enqueued_at is None else enqueued_at
         entry = QueueEntry(
             queue_key=queue_key,
@@ -84,8 +85,9 @@ class Scheduler:
             seq=next(self._seq),
             granted=self.loop.create_future(),
             record=record,
+            profile=profile,
         )
-        backend = self._parked_backend_for(queue_key)
+        backend = self._parked_backend_for(queue_key, profile)
         if backend is not None:
             self._grant(self._parked[backend].pop(), entry, backend)
             return entry, 0
@@ -188,6 +190,8 @@ class Scheduler:
                 if entry is None:
                     break
                 self._grant(parked.pop(), entry, backend)
+            if parked:
+                self._want_profiles(backend)
 
     def _start_dispatchers(self, backend: Backend) -> None:
         self._parked.setdefault(backend, [])
@@ -202,6 +206,7 @@ class Scheduler:
         while backend not in self._retiring:
             entry = self._take_best(backend)
             if entry is None:
+                self._want_profiles(backend)
                 entry = await self._park(backend)
             else:
                 self._account(entry, backend)
@@ -226,13 +231,20 @@ class Scheduler:
         best: QueueEntry | None = None
         for key, queue in self.queues.items():
             head = queue.peek()
-            if head is None or (best is not None and not head < best):
+            if head is None or (best is not None and not head < best) or not self._may_serve(backend, key):
                 continue
-            if self._may_serve(backend, key):
-                best, best_queue = head, queue
-        if best_queue is None:
+            if head.profile is not None and not self._fits(backend, head):
+                head = queue.first(lambda e: self._fits(backend, e))
+                if head is None or (best is not None and not head < best):
+                    continue
+            best, best_queue = head, queue
+        if best_queue is None or best is None:
             return None
-        entry = best_queue.pop()
+        entry = best
+        if entry is best_queue.peek():
+            best_queue.pop()
+        else:
+            best_queue.take(entry)
         if not best_queue:
             self.queues.pop(entry.queue_key, None)
         return entry
@@ -245,8 +257,26 @@ class Scheduler:
             return False
         return backend.healthy or not any(b.healthy and b.can_serve(key) for b in self.backends)
 
-    def _parked_backend_for(self, key: QueueKey) -> Backend | None:
-        candidates = [b for b in self.backends if self._parked.get(b) and self._may_serve(b, key)]
+    def _fits(self, backend: Backend, entry: QueueEntry) -> bool:
+        """An entry for a profile only goes to a backend running that profile."""
+        return entry.profile is None or self.registry.profile_of(backend) == entry.profile
+
+    def _want_profiles(self, backend: Backend) -> None:
+        """An up managed backend with nothing it may serve and nothing active: if requests for
+        its models wait for another profile, the registry is asked for the best one's (a switch,
+        now that no request of the running profile is active)."""
+        if backend.active or not backend.managed or not backend.healthy:
+            return
+        wanted = [head for key, queue in self.queues.items() if backend.can_serve(key)
+                  and (head := queue.peek()) is not None and head.profile is not None]
+        if wanted:
+            best = min(wanted)
+            assert best.profile is not None
+            self.registry.want_profile(best.queue_key, best.profile)
+
+    def _parked_backend_for(self, key: QueueKey, profile: str | None = None) -> Backend | None:
+        candidates = [b for b in self.backends if self._parked.get(b) and self._may_serve(b, key)
+                      and (profile is None or self.registry.profile_of(b) == profile)]
         if not candidates:
             return None
         return min(candidates, key=lambda b: b.load_rank())

@@ -1,14 +1,16 @@
 """A tiny model server process for the managed-backend tests: a real process on a real port.
 
     python fake_model_server.py --port P [--warmup-s S] [--crash-after N] [--exit-now CODE]
-                                [--stderr TEXT] [--model NAME] [--ignore-sigterm]
+                                [--stderr TEXT] [--model NAME] [--ignore-sigterm] [--tag TEXT]
 
 /health answers 503 for the first `--warmup-s` seconds, then 200; /v1/models lists `--model`;
 /v1/chat/completions answers one completion; a body field `hold_until` (a path) keeps the
 answer back until that file exists (a test's way to hold a request in flight), and a field
 `exit` (a code) then ends the process without answering. With
 `--crash-after N` the process exits (code 3) right after its Nth completion; `--exit-now`
-exits at once with that code, after writing `--stderr` to stderr.
+exits at once with that code, after writing `--stderr` to stderr. /argv answers the process's
+argv and its FAKE_* environment (what a managed profile added); `--tag` is appended to the
+completion's text ("pid P tag T"), so a test sees which process variant answered.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             if self.path == "/health":
                 warm = time.monotonic() - state.started >= state.args.warmup_s
                 self._send(200 if warm else 503, {"status": "ok" if warm else "loading"})
+            elif self.path == "/argv":
+                self._send(200, {"argv": sys.argv[1:], "pid": os.getpid(),
+                                 "env": {k: v for k, v in os.environ.items() if k.startswith("FAKE_")}})
             elif self.path == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": state.args.model, "object": "model"}]})
             else:
@@ -72,7 +77,7 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 os._exit(int(body["exit"]))
             self._send(200, {"id": "c1", "object": "chat.completion", "model": state.args.model,
                              "choices": [{"index": 0, "finish_reason": "stop",
-                                          "message": {"role": "assistant", "content": f"pid {os.getpid()}"}}]})
+                                          "message": {"role": "assistant", "content": _text(state)}}]})
             with state.lock:
                 state.completions += 1
                 crash = state.args.crash_after and state.completions >= state.args.crash_after
@@ -82,6 +87,11 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 os._exit(3)
 
     return Handler
+
+
+def _text(state: _State) -> str:
+    tag = state.args.tag
+    return f"pid {os.getpid()}" + (f" tag {tag}" if tag else "")
 
 
 def main() -> None:
@@ -94,6 +104,7 @@ def main() -> None:
     parser.add_argument("--exit-now", type=int, default=None)
     parser.add_argument("--stderr", default="")
     parser.add_argument("--ignore-sigterm", action="store_true")
+    parser.add_argument("--tag", default="")
     args = parser.parse_args()
     if args.stderr:
         sys.stderr.write(args.stderr + "\n")
