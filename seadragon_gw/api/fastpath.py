@@ -32,10 +32,12 @@ log = logging.getLogger("seadragon_gw")
 class FastPath:
     """ASGI app: exact-path forwarded routes first, then the Starlette app."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette, *, exact_paths: bool = True) -> None:
+        """`exact_paths=False` sends everything through Starlette: with CORS origins configured
+        every answer needs the CORS middleware's headers, the forwarded routes' too."""
         self.app = app
         self._table: dict[str, tuple[frozenset[str], Forward | Show]] = {}
-        for route in app.routes:
+        for route in app.routes if exact_paths else ():
             if isinstance(route, Route) and isinstance(route.app, (Forward, Show)) and not route.param_convertors:
                 self._table[route.path] = (frozenset(route.methods or ()), route.app)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -52,7 +52,14 @@ class Call:
         self.exchange: Exchange | None = None
 
 
-async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Receive, send: Send) -> None:
+Admission = Callable[[Gateway, "Call", Receive], Awaitable[None]]
+"""Fills `call.body`, `call.payload` (at least the model) and `call.exchange`; the default,
+`_admit`, reads a JSON body. A route whose body must stream through unread (a multipart
+upload) brings its own, so that it still takes this one path (queue, auth, limits, relay)."""
+
+
+async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Receive, send: Send,
+                  admit: Admission | None = None) -> None:
     if spec.queued and respond_async(spec, scope):  # `Prefer: respond-async`: an async job
         await submit_async(gateway, spec, scope, receive, send)
         return
@@ -61,7 +68,7 @@ async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Rece
                         scope.get(ECHO_REQUEST_ID))
     call = Call(spec, scope, writer)
     try:
-        await _admit(gateway, call, receive)
+        await (admit or _admit)(gateway, call, receive)
     except (ApiError, GatewayError) as error:
         api_error = _as_api(error)
         await writer.fail(api_error)
