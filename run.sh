@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# ./run.sh            create .venv, install, start the gateway with config.yaml
+# ./run.sh            create .venv, install, start the gateway with config.yaml (and, when no Ollama
+#                     answers, install the built-in local model first: about 7 minutes the first time)
 # ./run.sh test       install the test extras, lint (ruff), type-check (mypy --strict), run the whole suite
 # ./run.sh ARGS...    any other seadragon-gw command (keys, whitelist, admin, tokens, --port N)
 set -euo pipefail
@@ -39,6 +40,9 @@ case "${1:-serve}" in
   serve|-*)  # `./run.sh --port 8080` is `./run.sh serve --port 8080`
     if [ "${1:-}" = serve ]; then shift; fi
     install "." base "seadragon_gw and its dependencies"
+    # The built-in local model (config.yaml's `local` backend): installed now when no other backend
+    # answers with a model, so a first chat does not wait for llama.cpp to compile (see localmodel/prepare.py)
+    .venv/bin/python -m seadragon_gw.localmodel prepare --config "${SEADRAGON_CONFIG:-config.yaml}"
     say "starting the gateway with ${SEADRAGON_CONFIG:-config.yaml}"
     exec .venv/bin/python -m seadragon_gw serve --config "${SEADRAGON_CONFIG:-config.yaml}" "$@"
     ;;
