@@ -145,6 +145,7 @@ class BackendConfig:
     refresh_s: float = 30.0
     health_interval_s: float = 10.0
     managed: ManagedConfig | None = None
+    role: str | None = None  # "ocr": the backend `POST /api/ocr` goes to (its first model)
 
 
 @dataclass
@@ -226,6 +227,20 @@ class JobsConfig:
 
 
 @dataclass
+class AutoSwitchConfig:
+    """Seed 004's auto_switch: a managed backend with profiles (or an exclusive group) is switched
+    ahead of demand when the usage log says that, over the last `pattern_window_days` days, the
+    coming hour brought at least `min_requests_for_switch` requests for another profile (or group
+    member) and more than for the running one; never while the running one has work. Checked
+    every `check_s` (see managed/auto_switch.py)."""
+
+    enabled: bool = False
+    pattern_window_days: int = 7
+    min_requests_for_switch: int = 10
+    check_s: float = 300.0
+
+
+@dataclass
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -238,6 +253,7 @@ class GatewayConfig:
     stats: StatsConfig = field(default_factory=StatsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    auto_switch: AutoSwitchConfig = field(default_factory=AutoSwitchConfig)
     default_model: str | None = None  # seed 000: used when an inference request names no model
     database: str = "seadragon.db"
     database_check_s: float = 5.0  # how often the file is checked (deleted, made read-only)
@@ -380,6 +396,9 @@ def _check_semantics(config: GatewayConfig) -> None:
         if getattr(config.auth, key) <= 0:
             raise ConfigError(f"auth.{key}: must be positive")
     _check_limits_and_usage(config)
+    for key in ("pattern_window_days", "min_requests_for_switch", "check_s"):
+        if getattr(config.auto_switch, key) <= 0:
+            raise ConfigError(f"auto_switch.{key}: must be positive")
     _check_jobs(config.jobs)
     _check_operations(config)
 
