@@ -76,7 +76,8 @@ def test_invalid_yaml(tmp_path: Path) -> None:
 def test_shipped_config_parses() -> None:
     config = load_config(REPO / "config.yaml")
     assert config.server.port == 11435
-    assert [(b.kind, b.url) for b in config.backends] == [("ollama", "http://127.0.0.1:11434")]
+    assert [(b.kind, b.url) for b in config.backends] == [("ollama", "http://127.0.0.1:11434"), ("openai", "")]
+    assert config.backends[1].managed is not None  # the built-in local model (tests/test_localmodel.py)
     assert config.base_dir == str(REPO)
 
 
