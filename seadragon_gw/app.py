@@ -65,7 +65,7 @@ def create_app(config: GatewayConfig, clocks: Clocks | None = None,
         exception_handlers={ApiError: _api_error, GatewayError: _gateway_error, HTTPException: _http_error,
                             ClientDisconnect: _client_gone,
                             Exception: _unexpected},
-    ))
+    ), exact_paths=not config.server.cors_origins)  # CORS: every answer through the middleware
 
 
 async def _announce_bootstrap(gateway: Gateway) -> None:

@@ -51,7 +51,6 @@ def test_simple_request_from_a_listed_origin_gets_its_origin_back(cors_gw: Runni
     assert "Origin" in response.headers["vary"]
 
 
-@pytest.mark.xfail(reason="needs FastPath(..., exact_paths=False) when cors_origins is set: /tmp/team/requests.md")
 def test_fast_path_routes_carry_cors_headers(cors_gw: RunningGateway) -> None:
     """/api/chat and /v1/chat/completions skip Starlette's stack when CORS is off; with origins
     configured their answers must carry the headers too."""
