@@ -59,12 +59,15 @@ class Registry:
         self.supervisors: dict[Backend, Supervisor] = {}
         self._supervise = supervise
         self._pools: list[DispatchPool] = []
+        self._switching: set[Backend] = set()
+        self._group_starts: dict[str, tuple[Backend, asyncio.Task[None]]] = {}
+        self._closing = False
+        self.backends: list[Backend] = []
         self.backends = [self._build(c) for c in configs]
         self._watchers: dict[Backend, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._clock = clock
         self._started = False
-        self._switching: set[Backend] = set()
 
     def attach(self, pool: DispatchPool) -> None:
         """The scheduler registers itself here when it is built."""
@@ -88,12 +91,57 @@ class Registry:
                     self.ensure_started(backend)
         return backends
 
-    def ensure_started(self, backend: Backend) -> asyncio.Task[None] | None:
+    def ensure_started(self, backend: Backend, now: bool = False) -> asyncio.Task[None] | None:
         """Start a managed backend's process unless it runs or is on its way (a no-op for a
-        plain backend), whatever its `start` says (an operator's start, later). Returns the
-        start task, for a caller that wants to wait for it."""
+        plain backend), whatever its `start` says (an operator's start: `now`, no backoff).
+        In an exclusive group the other members are drained and stopped first. Returns the
+        start task, for a caller that wants to wait for it (None: nothing to wait for here,
+        e.g. another member of its group is being started first: it waits its turn)."""
         supervisor = self.supervisors.get(backend)
-        return supervisor.ensure_started() if supervisor is not None else None
+        if supervisor is None or self._closing:
+            return None
+        group = _group(backend)
+        if group is None:
+            return supervisor.ensure_started(now)
+        pending = self._group_starts.get(group)
+        if pending is not None:
+            return pending[1] if pending[0] is backend else None
+        others = [b for b in self._members(group) if b is not backend and b.state not in NEEDS_START]
+        if not others:
+            return supervisor.ensure_started(now)
+        task = asyncio.create_task(self._take_group(backend, group, others, now), name=f"group-start:{group}")
+        self._group_starts[group] = (backend, task)
+        task.add_done_callback(lambda _: self._group_starts.pop(group, None))
+        return task
+
+    async def _take_group(self, backend: Backend, group: str, others: list[Backend], now: bool) -> None:
+        """Drain and stop the running members of `group` (their active requests end first;
+        their new ones wait), then start `backend`: never two of them alive at once."""
+        reason = f"making way for {backend.name} (exclusive group {group})"
+        await asyncio.gather(*(self.supervisors[o].stop(True, reason) for o in others), return_exceptions=True)
+        task = self.supervisors[backend].ensure_started(now)
+        if task is not None:
+            await task
+
+    def _members(self, group: str) -> list[Backend]:
+        return [b for b in self.backends if _group(b) == group]
+
+    def backend_idle(self, backend: Backend, wanted: tuple[QueueKey, str] | None) -> None:
+        """The scheduler: `backend` is up with nothing active and nothing it may serve. If a
+        waiting request wants another profile of its models (`wanted`), switch; else a member
+        of its exclusive group with work waiting gets its turn."""
+        if wanted is not None:
+            self.want_profile(*wanted)
+            return
+        group = _group(backend)
+        if group is not None:
+            self._next_in_group(group, exclude=backend)
+
+    def _next_in_group(self, group: str, exclude: Backend | None = None) -> None:
+        for member in self._members(group):
+            if member is not exclude and member.state in NEEDS_START and self._work_waiting(member):
+                self.ensure_started(member)
+                return
 
     # -- profiles -----------------------------------------------------------------------
     def profile_of(self, backend: Backend) -> str | None:
@@ -202,7 +250,7 @@ class Registry:
         config = dataclasses.replace(config, url=f"http://{managed.host}:{port}")
         backend = Backend.from_config(config, self.listeners)
         backend.lifecycle.move(S.STOPPED, "not started yet")
-        hooks = SupervisorHooks(self._work_waiting, self._start_failed, self._became_ready)
+        hooks = SupervisorHooks(self._work_waiting, self._start_failed, self._became_ready, self.ensure_started)
         self.supervisors[backend] = self._supervise(backend, port, hooks)
         return backend
 
@@ -254,7 +302,8 @@ class Registry:
         return tasks
 
     async def stop(self) -> None:
-        tasks = [*self._watchers.values(), *self._background]
+        self._closing = True
+        tasks = [*self._watchers.values(), *self._background, *(t for _, t in self._group_starts.values())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -387,6 +436,15 @@ class Registry:
 
     def _on_state_change(self, change: StateChange) -> None:
         self._changed()
+        if change.new is S.STOPPED and not self._closing:
+            self._member_stopped(change.backend)
+
+    def _member_stopped(self, name: str) -> None:
+        """A member of an exclusive group stopped (idle, operator): one waiting for it starts."""
+        backend = next((b for b in self.backends if b.name == name), None)
+        group = _group(backend) if backend is not None else None
+        if group is not None and group not in self._group_starts:
+            self._next_in_group(group, exclude=backend)
 
     def _changed(self) -> None:
         for pool in self._pools:
@@ -396,6 +454,11 @@ class Registry:
 def _profiles(backend: Backend) -> list[str]:
     managed = backend.config.managed
     return list(managed.profiles) if managed is not None else []
+
+
+def _group(backend: Backend) -> str | None:
+    managed = backend.config.managed
+    return managed.group if managed is not None else None
 
 
 def _check_profile(backend: Backend, profile: str) -> None:

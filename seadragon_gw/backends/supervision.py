@@ -22,11 +22,14 @@ from .backend import Backend
 @dataclass(frozen=True, slots=True)
 class SupervisorHooks:
     """What a supervisor tells the registry: is work waiting for this backend (restart after
-    a crash?), its start failed (answer the waiting requests), it is ready (list its models)."""
+    a crash?), its start failed (answer the waiting requests), it is ready (list its models),
+    and `start`: the supervisor's own restarts go through the registry (an exclusive group
+    may have to wait for another member)."""
 
     work_waiting: Callable[[Backend], bool]
     start_failed: Callable[[Backend, GatewayError], None]
     became_ready: Callable[[Backend], None]
+    start: Callable[[Backend], object]
 
 
 class Supervisor(Protocol):
@@ -44,7 +47,7 @@ class Supervisor(Protocol):
     @property
     def log_path(self) -> Path: ...
 
-    def ensure_started(self) -> asyncio.Task[None] | None: ...
+    def ensure_started(self, now: bool = False) -> asyncio.Task[None] | None: ...
 
     async def stop(self, graceful: bool = True, reason: str = "stopped") -> None: ...
 

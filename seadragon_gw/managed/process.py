@@ -81,11 +81,15 @@ class ProcessSupervisor:
         return self.log.path
 
     # -- starting -----------------------------------------------------------------------
-    def ensure_started(self) -> asyncio.Task[None] | None:
-        """Start the process unless it runs, is starting, stopping or waiting out a backoff.
-        Returns the start task to await (None if nothing was started)."""
+    def ensure_started(self, now: bool = False) -> asyncio.Task[None] | None:
+        """Start the process unless it runs, is starting, stopping or waiting out a backoff
+        (`now`: an operator's start does not wait out the backoff). Returns the start task to
+        await (None if nothing was started)."""
         if self._starting is not None:
             return self._starting
+        if now and self._restart is not None:
+            self._restart.cancel()
+            self._restart = None
         if self._stopping is not None or self._restart is not None:
             return None
         if self.backend.state not in (S.STOPPED, S.CRASHED):
@@ -125,7 +129,7 @@ class ProcessSupervisor:
     def _fill(self, text: str) -> str:
         """Only the named placeholders (not str.format: a JSON argument's braces stay)."""
         values = {"{port}": str(self.port), "{host}": self.host, "{model_path}": self.config.model_path or "",
-                  "{profile}": self.profile or ""}
+                  "{profile}": self.profile or "", "{python}": sys.executable}
         for placeholder, value in values.items():
             text = text.replace(placeholder, value)
         return text
@@ -221,7 +225,7 @@ class ProcessSupervisor:
         log.info("managed backend %s: restarting in %.2fs", self.backend.name, delay)
         await asyncio.sleep(delay)
         self._restart = None
-        self.ensure_started()
+        self.hooks.start(self.backend)  # through the registry: an exclusive group may say wait
 
     async def _idle_watch(self) -> None:
         """Stop the process once it has served nothing for `idle_ttl_s`."""
@@ -274,7 +278,7 @@ class ProcessSupervisor:
             self.started_at = None
             self.log.close()
         if graceful and self.config.start != "manual" and self.hooks.work_waiting(self.backend):
-            self.ensure_started()  # requests came while it stopped: they waited for it
+            self.hooks.start(self.backend)  # requests came while it stopped: they waited for it
 
     async def _kill(self) -> None:
         """SIGTERM the process group, SIGKILL it after `stop_timeout_s`."""

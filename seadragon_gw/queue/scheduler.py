@@ -262,17 +262,16 @@ class Scheduler:
         return entry.profile is None or self.registry.profile_of(backend) == entry.profile
 
     def _want_profiles(self, backend: Backend) -> None:
-        """An up managed backend with nothing it may serve and nothing active: if requests for
-        its models wait for another profile, the registry is asked for the best one's (a switch,
-        now that no request of the running profile is active)."""
+        """An up managed backend with nothing it may serve and nothing active: the registry is
+        told, with the best waiting entry's profile if requests for its models wait for another
+        one (a switch, now that no request of the running profile is active), else so that a
+        member of its exclusive group may have its turn."""
         if backend.active or not backend.managed or not backend.healthy:
             return
         wanted = [head for key, queue in self.queues.items() if backend.can_serve(key)
                   and (head := queue.peek()) is not None and head.profile is not None]
-        if wanted:
-            best = min(wanted)
-            assert best.profile is not None
-            self.registry.want_profile(best.queue_key, best.profile)
+        best = min(wanted) if wanted else None
+        self.registry.backend_idle(backend, (best.queue_key, best.profile) if best and best.profile else None)
 
     def _parked_backend_for(self, key: QueueKey, profile: str | None = None) -> Backend | None:
         candidates = [b for b in self.backends if self._parked.get(b) and self._may_serve(b, key)
