@@ -21,6 +21,7 @@ from .api.cors import cors_middleware
 from .api.errors import ApiError, as_api_error, error_body, style_for_path
 from .api.fastpath import FastPath
 from .api.jobs_routes import jobs_routes
+from .api.openapi import openapi_routes
 from .api.ops_routes import ops_routes
 from .api.request_id import RequestIdMiddleware
 from .api.routes import OllamaPrefix, all_routes, native_routes
@@ -57,6 +58,7 @@ def create_app(config: GatewayConfig, clocks: Clocks | None = None,
     routes += usage_routes()  # issue 8: usage log, crash log, missing models
     routes += jobs_routes()  # issue 8: async jobs, seed 003's tasks
     routes += [*ws_routes(), *seed_routes()]  # issue 8: /api/ws, seed 002's names without /api
+    routes += openapi_routes()  # issue 10: /openapi.json, /docs
     routes.append(Route("/api/ollama{rest:path}", OllamaPrefix(Router(native_routes()))))
     return FastPath(Starlette(
         routes=routes,
