@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .admin.models import ModelsAdmin
 from .admin.service import AdminService
 from .auth.accounts import Accounts
 from .auth.authenticator import Authenticator
@@ -78,6 +79,7 @@ class Gateway:
     logs: OpsLogs
     ops: Operations
     jobs: JobService
+    models: ModelsAdmin  # issue 9: managed models and backends for operators
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -124,8 +126,10 @@ class Gateway:
         logs.attach(recorder, registry)
         ops = Operations.build(config, registry, scheduler, requests, store.db, clocks.wall)
         jobs = JobService(config.jobs, requests, store.jobs, default_model=config.default_model)
+        models = ModelsAdmin(registry, scheduler, clocks.wall)
+        recorder.subscribe(models.totals)
         return cls(config, clocks, store, registry, scheduler, recorder, requests, credentials, auth,
-                   accounts, last_used, admin, limits, logs, ops, jobs)
+                   accounts, last_used, admin, limits, logs, ops, jobs, models)
 
     async def start(self) -> None:
         """Start the background work: credential polling, batching, health, dispatchers."""

@@ -120,7 +120,8 @@ def test_models_and_health(ocr_url: str) -> None:
 def test_bad_input_is_a_clear_400(ocr_url: str, body: Any, message: str) -> None:
     response = httpx.post(f"{ocr_url}/v1/chat/completions", json=body)
     assert response.status_code == 400
-    assert response.json() == {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+    assert response.json() == {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                         "code": None}}
 
 
 def test_not_json_is_400(ocr_url: str) -> None:

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..lifecycle.route import INFERENCE, RouteSpec
 from . import metadata
 from .context import gateway_of
+from .models_routes import models_routes
 from .proxy import forward
 from .show import Show
 
@@ -84,4 +85,5 @@ def all_routes() -> list[BaseRoute]:
     return [
         *native_routes(),
         *openai_routes(),
+        *models_routes(),  # issue 9: /api/admin/models (start, stop, profile, logs), /api/admin/backends
     ]

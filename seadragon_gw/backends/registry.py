@@ -195,6 +195,44 @@ class Registry:
             return supervisor.next_profile == profile
         return self.profile_of(backend) == profile
 
+    # -- operators ------------------------------------------------------------------------
+    def by_role(self, role: str) -> list[Backend]:
+        """The backends configured with `role` (e.g. "ocr")."""
+        return [b for b in self.backends if b.config.role == role]
+
+    async def start_backend(self, name: str, profile: str | None = None) -> None:
+        """Start managed backend `name` (with `profile`; a running one with another profile is
+        switched gracefully) and wait until it is healthy; UpstreamFailed with the reason if it
+        does not get there. A stop in progress is waited for; a crash backoff is not."""
+        backend = self.get(name)
+        supervisor = self._supervisor_of(backend)
+        if profile is not None:
+            _check_profile(backend, profile)
+            if backend.state in _LIVE and backend.state is not S.STOPPING and supervisor.profile != profile:
+                await self.switch_profile(name, profile)
+                return
+            supervisor.next_profile = profile
+        if backend.state is S.STOPPING:
+            await supervisor.stop()  # joins the stop in progress
+        task = self.ensure_started(backend, now=True)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)  # a cancelled start is judged below
+        if not backend.healthy:
+            raise UpstreamFailed(backend.lifecycle.reason if backend.state is S.CRASHED
+                                 else f"managed backend {name} did not start (it is {backend.state.value})")
+
+    async def stop_backend(self, name: str, graceful: bool = True) -> None:
+        """Stop managed backend `name`: graceful takes no new work (it waits), lets the active
+        requests finish, then stops; not graceful stops now (active requests end with an
+        error). Requests still waiting for an on-demand backend start it again."""
+        backend = self.get(name)
+        supervisor = self._supervisor_of(backend)
+        how = "stopped by an operator" if graceful else "stopped at once by an operator"
+        await supervisor.stop(graceful, how)
+        managed = backend.config.managed
+        if not graceful and managed is not None and managed.start != "manual" and self._work_waiting(backend):
+            self.ensure_started(backend)
+
     async def switch_profile(self, name: str, profile: str, graceful: bool = True) -> None:
         """Run backend `name` with `profile`: a running process is stopped (graceful: once its
         active requests end; new ones wait) and started again with it; a stopped one only

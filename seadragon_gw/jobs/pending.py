@@ -33,6 +33,7 @@ class Pending:
     created_at: float  # wall clock
     enqueued_at: float  # the same instant on the scheduler's clock
     item: Item
+    profile: str | None = None  # the managed profile it must run with
 
 
 class PendingIndex:

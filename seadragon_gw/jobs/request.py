@@ -28,6 +28,7 @@ class JobRequest:
     body: bytes
     stream_forced: bool
     callback_url: str | None
+    profile: str | None = None  # the managed profile it must run with (an OCR resolution)
 
 
 def inference_routes() -> str:
@@ -35,8 +36,10 @@ def inference_routes() -> str:
 
 
 def job_request(route: str, spec: RouteSpec, body: Any, *, callback_url: Any = None,
-                callback_hosts: Sequence[str] = (), default_model: str | None = None) -> JobRequest:
-    """`route` is the upstream path of an inference route (`spec`); raises InvalidInput."""
+                callback_hosts: Sequence[str] = (), default_model: str | None = None,
+                profile: str | None = None) -> JobRequest:
+    """`route` is the upstream path of an inference route (`spec`); raises InvalidInput.
+    `profile`: the managed profile the job must run with (checked by its route beforehand)."""
     if not spec.queued or route not in INFERENCE:
         raise InvalidInput(f"route '{route}' cannot run as a job: only inference routes can ({inference_routes()})")
     if not isinstance(body, dict):
@@ -45,7 +48,7 @@ def job_request(route: str, spec: RouteSpec, body: Any, *, callback_url: Any = N
     model = _model(spec, payload, default_model)
     forced = _force_no_stream(spec, payload)
     url = checked_callback(callback_url, callback_hosts)
-    return JobRequest(route, model, orjson.dumps(payload), forced, url)
+    return JobRequest(route, model, orjson.dumps(payload), forced, url, profile)
 
 
 def _model(spec: RouteSpec, payload: dict[str, Any], default_model: str | None) -> str | None:

@@ -115,7 +115,7 @@ class JobRunner:
             if principal is None:
                 principal = principals[job.principal] = principal_from(orjson.loads(job.principal))
             self._index.add(self._pending(job.id, job.route, job.model, principal, job.created_at,
-                                          job.created_at + offset))
+                                          job.created_at + offset, job.profile))
         self._retry = asyncio.create_task(self._retry_loop(), name="jobs-retry")
         for key in self._index.keys():
             self._pump(key)
@@ -143,7 +143,7 @@ class JobRunner:
         that leaves mid-way still gets its job queued, never a row without an index entry."""
         if self._halted:
             raise ShuttingDown(STOPPING, retry_after_s=self.requests.config.retry_after_s)
-        pending = self._pending(job.id, job.route, job.model, principal, job.created_at, self._mono())
+        pending = self._pending(job.id, job.route, job.model, principal, job.created_at, self._mono(), job.profile)
         await asyncio.shield(self._store(job, pending))
 
     async def _store(self, job: NewJob, pending: Pending) -> None:
@@ -189,14 +189,14 @@ class JobRunner:
 
     # -- admission ----------------------------------------------------------------------
     def _pending(self, job_id: str, route: str, model: str | None, principal: Principal, created_at: float,
-                 enqueued_at: float) -> Pending:
+                 enqueued_at: float, profile: str | None = None) -> Pending:
         spec = INFERENCE.get(route)
         kind = "ollama" if spec is not None and spec.native else None
         route, model = sys.intern(route), sys.intern(model) if model else None  # one copy per name
         key: QueueKey = (sys.intern(model_key(model)) if model else "", kind)
         aging = self.requests.config.aging_per_minute
         item = (sort_key(principal.priority, enqueued_at, aging), next(self._seq), job_id)
-        return Pending(job_id, key, route, model, principal, created_at, enqueued_at, item)
+        return Pending(job_id, key, route, model, principal, created_at, enqueued_at, item, profile)
 
     def _pump(self, key: QueueKey) -> None:
         """Fill the model's window with its best queued jobs."""
@@ -216,10 +216,12 @@ class JobRunner:
                                    self._timed_out(pending)))
             return
         record = self.requests.recorder.start(pending.id, "POST", pending.route)
+        record.profile = pending.profile
         payload = {spec.model_field or "model": pending.model} if pending.model else {}
         try:
             exchange = self.requests.admit(record, pending.principal, spec, payload, False,
-                                           enqueued_at=pending.enqueued_at, timeout_s=remaining)
+                                           enqueued_at=pending.enqueued_at, timeout_s=remaining,
+                                           profile=pending.profile)
         except ShuttingDown:  # the gateway stops: it stays queued for the next start
             self._halted = True
             self._index.add(pending)

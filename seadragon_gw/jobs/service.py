@@ -57,15 +57,17 @@ class JobService:
         await self.webhooks.close()
 
     # -- the caller's side --------------------------------------------------------------
-    def request(self, route: str, spec: RouteSpec, body: Any, callback_url: Any = None) -> JobRequest:
+    def request(self, route: str, spec: RouteSpec, body: Any, callback_url: Any = None,
+                profile: str | None = None) -> JobRequest:
         return job_request(route, spec, body, callback_url=callback_url, callback_hosts=self.config.callback_hosts,
-                           default_model=self.default_model)
+                           default_model=self.default_model, profile=profile)
 
     async def submit(self, principal: Principal, request: JobRequest) -> str:
         """Write the job (committed when this returns) and queue it; returns its id."""
         job = NewJob(id=secrets.token_urlsafe(18), route=request.route, model=request.model, body=request.body,
                      owner=owner_of(principal), principal=principal_fields(principal), priority=principal.priority,
-                     created_at=self._wall(), stream_forced=request.stream_forced, callback_url=request.callback_url)
+                     created_at=self._wall(), stream_forced=request.stream_forced, callback_url=request.callback_url,
+                     profile=request.profile)
         await self.runner.submit(job, principal)
         return job.id
 

@@ -32,6 +32,8 @@ def job_json(job: StoredJob, status: JobStatus | None = None, *, with_result: bo
         out.update(stream=False, warning=STREAM_FORCED)
     if job.callback_url is not None:
         out.update(callback_url=job.callback_url, callback_state=job.callback_state)
+    if job.profile is not None:
+        out["profile"] = job.profile  # the managed profile it runs with (an OCR resolution)
     return out
 
 

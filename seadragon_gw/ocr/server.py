@@ -83,7 +83,7 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> Response:
-    return _json({"error": {"message": message, "type": kind, "code": None}}, status)
+    return _json({"error": {"message": message, "type": kind, "param": None, "code": None}}, status)
 
 
 def build_app(service: OcrService, on_failed: Callable[[], None] | None = None) -> Starlette:

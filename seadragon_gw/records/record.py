@@ -71,6 +71,7 @@ class RequestRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     model_missing: bool = False  # refused: no backend serves the model (the missing-models log)
+    profile: str | None = None  # the managed profile the request asked for (an OCR resolution)
 
     @property
     def queue_wait_s(self) -> float | None:

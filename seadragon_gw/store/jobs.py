@@ -29,7 +29,8 @@ _OPEN = "('queued', 'processing')"
 _CHUNK = 500  # ids per statement (SQLite's variable limit is 999 in older builds)
 
 _COLUMNS = ("n, id, route, model, owner_kind, owner_name, owner_key, principal, priority, status, created_at, "
-            "started_at, finished_at, attempts, result, error, meta, stream_forced, callback_url, callback_state")
+            "started_at, finished_at, attempts, result, error, meta, stream_forced, callback_url, callback_state, "
+            "profile")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class NewJob:
     created_at: float
     stream_forced: bool
     callback_url: str | None
+    profile: str | None = None  # the managed profile it must run with (an OCR resolution)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,7 @@ class StoredJob:
     stream_forced: bool
     callback_url: str | None
     callback_state: CallbackState | None
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class QueuedJob:
     model: str | None
     principal: str  # as stored (JSON): equal ones are shared in memory
     created_at: float
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +169,11 @@ class JobRepo:
         """Returns once the row is committed."""
         await self.writes.submit(
             "INSERT INTO jobs (id, route, model, body, owner_kind, owner_name, owner_key, principal, priority, "
-            "status, created_at, stream_forced, callback_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            "status, created_at, stream_forced, callback_url, profile) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
             (job.id, job.route, job.model, job.body, job.owner.kind, job.owner.name, job.owner.key,
              orjson.dumps(job.principal).decode(), job.priority, job.created_at, int(job.stream_forced),
-             job.callback_url))
+             job.callback_url, job.profile))
 
     def mark_processing(self, job_id: str, at: float) -> None:
         """The job holds a backend slot now (not waited for: a crash before it lands leaves the
@@ -244,8 +249,9 @@ class JobRepo:
     async def queued(self) -> list[QueuedJob]:
         """Every queued job in submission order (the runner's index at start-up)."""
         rows = await self._db.fetchall(
-            "SELECT id, route, model, principal, created_at FROM jobs WHERE status = 'queued' ORDER BY n")
-        return [QueuedJob(r["id"], r["route"], r["model"], r["principal"], float(r["created_at"])) for r in rows]
+            "SELECT id, route, model, principal, created_at, profile FROM jobs WHERE status = 'queued' ORDER BY n")
+        return [QueuedJob(r["id"], r["route"], r["model"], r["principal"], float(r["created_at"]), r["profile"])
+                for r in rows]
 
     async def callbacks_due(self) -> list[str]:
         """Ended jobs whose webhook was not delivered yet (the gateway stopped meanwhile)."""
@@ -262,4 +268,4 @@ def _stored(row: sqlite3.Row) -> StoredJob:
         attempts=int(row["attempts"]), result=None if row["result"] is None else bytes(row["result"]),
         error=row["error"], meta=orjson.loads(row["meta"]) if row["meta"] else {},
         stream_forced=bool(row["stream_forced"]), callback_url=row["callback_url"],
-        callback_state=row["callback_state"])
+        callback_state=row["callback_state"], profile=row["profile"])

@@ -198,7 +198,14 @@ CREATE INDEX jobs_owner ON jobs (owner_kind, owner_name, n);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# v5: the managed profile a request asked for (an OCR resolution): auto_switch reads which one
+# each hour of the day wanted from the usage log, and a queued job keeps it until it runs.
+_V5 = """
+ALTER TABLE usage_log ADD COLUMN profile TEXT;
+ALTER TABLE jobs ADD COLUMN profile TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:

@@ -49,6 +49,7 @@ class UsageRow(NamedTuple):
     tokens_in: int | None
     tokens_out: int | None
     bytes_out: int
+    profile: str | None = None  # the managed profile asked for (schema v5)
 
 
 _COLUMNS = ", ".join(UsageRow._fields)
@@ -64,6 +65,16 @@ class UsageQuery:
     client: str | None = None
     model: str | None = None
     group_by: GroupBy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """How many requests for `model` (served by `backend`, asking for `profile`) there were."""
+
+    model: str | None
+    backend: str | None
+    profile: str | None
+    requests: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +145,18 @@ class UsageRepo:
             "COALESCE(SUM(COALESCE(tokens_in, 0) + COALESCE(tokens_out, 0)), 0) AS tokens "
             "FROM usage_log WHERE ts >= ? AND credential IS NOT NULL GROUP BY credential", (since,))
         return {r["credential"]: (int(r["requests"] or 0), int(r["tokens"])) for r in rows}
+
+    async def demand(self, windows: Sequence[tuple[float, float]]) -> list[Demand]:
+        """Requests per model, backend and profile that finished in any of `windows` (each
+        `[since, until)`), refusals left out: what auto_switch reads of past days' same hour."""
+        if not windows:
+            return []
+        where = " OR ".join("(ts >= ? AND ts < ?)" for _ in windows)
+        rows = await self._db.fetchall(
+            f"SELECT model, backend, profile, COUNT(*) AS n FROM usage_log WHERE ({where}) "
+            "AND outcome != 'rejected' GROUP BY model, backend, profile ORDER BY model, backend, profile",
+            [bound for window in windows for bound in window])
+        return [Demand(r["model"], r["backend"], r["profile"], int(r["n"])) for r in rows]
 
     async def prune(self, before: float) -> int:
         result = await self._db.execute("DELETE FROM usage_log WHERE ts < ?", (before,))

@@ -42,7 +42,8 @@ def usage_row(record: RequestRecord) -> UsageRow:
         model=model_key(record.model) if record.model else None, backend=record.backend,
         status=record.status, outcome=outcome, is_error=outcome not in _NOT_ERRORS or record.status >= 400,
         stream=record.stream, queue_wait_s=record.queue_wait_s, ttfb_s=ttfb_s, upstream_s=upstream_s,
-        tokens_in=record.prompt_tokens, tokens_out=record.completion_tokens, bytes_out=record.bytes_out)
+        tokens_in=record.prompt_tokens, tokens_out=record.completion_tokens, bytes_out=record.bytes_out,
+        profile=record.profile)
 
 
 def crash_row(record: RequestRecord) -> CrashRow:
