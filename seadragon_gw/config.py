@@ -146,6 +146,10 @@ class BackendConfig:
     health_interval_s: float = 10.0
     managed: ManagedConfig | None = None
     role: str | None = None  # "ocr": the backend `POST /api/ocr` goes to (its first model)
+    # Several backends of one model: the most free slots x `weight` wins; a request whose backend fails
+    # before answering (no connection, or 502/503) tries another backend of the model, at most `retries` times.
+    weight: float = 1.0
+    retries: int = 1
 
 
 @dataclass
@@ -374,6 +378,10 @@ def _check_semantics(config: GatewayConfig) -> None:
             raise ConfigError(f"{where}.url: must start with http:// or https://")
         if backend.max_concurrent < 1:
             raise ConfigError(f"{where}.max_concurrent: must be at least 1")
+        if backend.weight <= 0:
+            raise ConfigError(f"{where}.weight: must be positive")
+        if backend.retries < 0:
+            raise ConfigError(f"{where}.retries: must be 0 (no other backend is tried) or more")
     if config.queue.max_waiting < 0:
         raise ConfigError("queue.max_waiting: must be 0 or more")
     if config.queue.timeout_s <= 0:

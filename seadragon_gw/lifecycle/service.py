@@ -34,6 +34,7 @@ from ..queue.scheduler import Scheduler
 from ..records.observers import Recorder
 from ..records.record import Outcome, RequestRecord
 from ..translate.ollama_over_openai import TRANSLATED_PATHS, OllamaOverOpenAI
+from . import failover
 from .errors import ModelNotFound
 from .forwarding import Rewrite, body_for
 from .route import RouteSpec
@@ -103,9 +104,49 @@ class Exchange:
                    payload: dict[str, Any] | None = None) -> UpstreamResponse:
         """Send the request to the leased backend and return once its headers are in. A
         connection failure marks the backend down at once; an answer from a backend marked
-        down marks it up (passive health)."""
-        backend = self.backend
-        assert backend is not None, "open() before the slot was leased"
+        down marks it up (passive health). A backend that fails before answering hands the
+        request to another backend of its model (the rule: lifecycle/failover.py)."""
+        tried: list[Backend] = []
+        while True:
+            backend = self.backend
+            assert backend is not None, "open() before the slot was leased"
+            try:
+                response = await self._send(backend, method, path, headers, body, payload)
+            except UpstreamError as exc:
+                if not (failover.after_error(exc, body) and self._may_fail_over(backend, tried)):
+                    raise
+                await self._fail_over(backend, tried, exc.message)
+                continue
+            if failover.after_answer(response.status, body) and self._may_fail_over(backend, tried):
+                await response.aclose()
+                await self._fail_over(backend, tried, f"it answered HTTP {response.status}")
+                continue
+            return response if self.adapter is None else self.adapter.wrap(response)
+
+    def _may_fail_over(self, backend: Backend, tried: list[Backend]) -> bool:
+        """A queued request, retries left, and another backend of its model to go to."""
+        if self.entry is None or len(tried) >= backend.config.retries:
+            return False
+        avoid = {backend, *tried}
+        return any(b not in avoid for b in self.service.registry.routable(self.entry.queue_key))
+
+    async def _fail_over(self, backend: Backend, tried: list[Backend], reason: str) -> None:
+        """Give the failed backend's slot back and wait for one of another backend, with the
+        request's priority and age (it goes to the front of its queue, not the back)."""
+        tried.append(backend)
+        log.warning("request %s: backend %s failed before answering (%s); trying another backend of model '%s'",
+                    self.record.request_id, backend.name, reason, self.model)
+        scheduler = self.service.scheduler
+        failed = self.entry
+        assert failed is not None
+        scheduler.release(failed)
+        self.entry, self.position = scheduler.resubmit(failed, frozenset(tried))
+        self.backend = self.entry.backend if self.position == 0 else None
+        await self.wait()
+
+    async def _send(self, backend: Backend, method: str, path: str, headers: list[tuple[str, str]], body: Body,
+                    payload: dict[str, Any] | None) -> UpstreamResponse:
+        """One try on one backend: its body (renamed model, translated), passive health."""
         self.record.backend = backend.name
         adapter = self.adapter
         if adapter is not None and payload is not None:
@@ -122,7 +163,7 @@ class Exchange:
             registry.report_unreachable(backend, exc.message)
             raise
         registry.report_answered(backend)
-        return response if adapter is None else adapter.wrap(response)
+        return response
 
     def release(self, outcome: Outcome, status: int, error: str | None = None) -> None:
         """Give the slot back (or leave the queue) and finish the record: the one place."""

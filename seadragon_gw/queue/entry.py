@@ -32,6 +32,7 @@ class QueueEntry:
     backend: Backend | None = None
     cancelled: bool = False
     profile: str | None = None  # served only by a backend running this managed profile
+    avoid: frozenset[Backend] = frozenset()  # backends that failed this request before answering
 
     def __post_init__(self) -> None:
         self.finished = self.granted.get_loop().create_future()

@@ -3,7 +3,8 @@
 Each backend runs `max_concurrent` dispatcher tasks, started when the backend is added and
 retired when it is removed. An idle dispatcher takes the best waiting entry among the queues
 its backend can serve; when there is none it parks. A new request is handed straight to a
-parked dispatcher (the least busy backend's) when there is one, else it waits in its queue.
+parked dispatcher when there is one (of several, the healthy backend with the most free slots
+times its `weight`), else it waits in its queue.
 A dispatcher holds its slot until the request's `finished` future is set (`release`), so the
 request's own task streams the body while the dispatcher accounts for the slot.
 """
@@ -72,10 +73,12 @@ class Scheduler:
 
     # -- request side -------------------------------------------------------------------
     def submit(self, queue_key: QueueKey, priority: float, record: RequestRecord | None = None, *,
-               enqueued_at: float | None = None, profile: str | None = None) -> tuple[QueueEntry, int]:
+               enqueued_at: float | None = None, profile: str | None = None,
+               avoid: frozenset[Backend] = frozenset()) -> tuple[QueueEntry, int]:
         """Admit a request; return its entry and queue position (0 = already granted).
         `enqueued_at` (this clock) is an async job's submission time: it ages from then.
-        `profile`: only a managed backend running that profile may serve it."""
+        `profile`: only a managed backend running that profile may serve it. `avoid`: backends
+        that failed this request before answering (failover: `resubmit`)."""
         now = self.clock() if enqueued_at is None else enqueued_at
         entry = QueueEntry(
             queue_key=queue_key,
@@ -86,8 +89,9 @@ class Scheduler:
             granted=self.loop.create_future(),
             record=record,
             profile=profile,
+            avoid=avoid,
         )
-        backend = self._parked_backend_for(queue_key, profile)
+        backend = self._parked_backend_for(queue_key, profile, avoid)
         if backend is not None:
             self._grant(self._parked[backend].pop(), entry, backend)
             return entry, 0
@@ -98,6 +102,13 @@ class Scheduler:
             raise QueueFull(self.config.retry_after_s)
         queue.push(entry)
         return entry, queue.position(entry)
+
+    def resubmit(self, entry: QueueEntry, avoid: frozenset[Backend]) -> tuple[QueueEntry, int]:
+        """Failover: the request of `entry`, whose backend failed before answering, again with
+        its priority and age (so it is near the front), for any backend but those in `avoid`.
+        The caller has released `entry`."""
+        return self.submit(entry.queue_key, entry.priority, entry.record, enqueued_at=entry.enqueued_at,
+                           profile=entry.profile, avoid=avoid)
 
     def release(self, entry: QueueEntry) -> None:
         """The one way a request lets go: leave the queue if still waiting, else free the
@@ -233,7 +244,7 @@ class Scheduler:
             head = queue.peek()
             if head is None or (best is not None and not head < best) or not self._may_serve(backend, key):
                 continue
-            if head.profile is not None and not self._fits(backend, head):
+            if (head.profile is not None or head.avoid) and not self._fits(backend, head):
                 head = queue.first(lambda e: self._fits(backend, e))
                 if head is None or (best is not None and not head < best):
                     continue
@@ -258,7 +269,10 @@ class Scheduler:
         return backend.healthy or not any(b.healthy and b.can_serve(key) for b in self.backends)
 
     def _fits(self, backend: Backend, entry: QueueEntry) -> bool:
-        """An entry for a profile only goes to a backend running that profile."""
+        """An entry for a profile only goes to a backend running that profile; a failed-over
+        one never back to a backend that failed it."""
+        if backend in entry.avoid:
+            return False
         return entry.profile is None or self.registry.profile_of(backend) == entry.profile
 
     def _want_profiles(self, backend: Backend) -> None:
@@ -273,12 +287,13 @@ class Scheduler:
         best = min(wanted) if wanted else None
         self.registry.backend_idle(backend, (best.queue_key, best.profile) if best and best.profile else None)
 
-    def _parked_backend_for(self, key: QueueKey, profile: str | None = None) -> Backend | None:
+    def _parked_backend_for(self, key: QueueKey, profile: str | None = None,
+                            avoid: frozenset[Backend] = frozenset()) -> Backend | None:
         candidates = [b for b in self.backends if self._parked.get(b) and self._may_serve(b, key)
-                      and (profile is None or self.registry.profile_of(b) == profile)]
+                      and (profile is None or self.registry.profile_of(b) == profile) and b not in avoid]
         if not candidates:
             return None
-        return min(candidates, key=lambda b: b.load_rank())
+        return min(candidates, key=_preference)
 
     def _grant(self, parked: asyncio.Future[QueueEntry], entry: QueueEntry, backend: Backend) -> None:
         self._account(entry, backend)
@@ -289,3 +304,13 @@ class Scheduler:
         if entry.record is not None:
             entry.record.effective_priority = self.effective_priority(entry)
         entry.grant(backend)
+
+
+def _preference(backend: Backend) -> tuple[bool, float]:
+    """Which of several backends with a parked dispatcher gets a new request (seed 003's load
+    balancing): healthy first, then the most free slots times `weight`; ties go to the first
+    configured. Under load this spreads requests in proportion to slots x weight; one at a
+    time, every request goes to the same (best) backend, which is the cheapest choice for a
+    model server that keeps its model loaded."""
+    config = backend.config
+    return not backend.healthy, -(config.max_concurrent - backend.active) * config.weight
