@@ -220,6 +220,41 @@ def _docs_ops() -> list[Op]:
     ]
 
 
+def _managed_ops() -> list[Op]:
+    tag, admin = "Managed models", ADMIN
+    graceful = Param("graceful", "let active requests finish first (default true)", {"type": "boolean"})
+    profile = Param("profile", "a profile of the backend (seed 004: resolution)")
+    ops = [Op("GET", "/api/admin/backends", "Every backend: health, load, totals, last error", tag, admin,
+              answer="BackendList")]
+    for base in ("/api/admin/models", "/admin/models"):
+        ops += [
+            Op("GET", base, "Managed backends with status, profile, pid, uptime", tag, admin, answer="ManagedList"),
+            Op("POST", base + "/{name}/start", "Start a managed backend (waits until it serves)", tag, admin,
+               answer="ModelAction", query=(profile, Param("resolution", "seed 004's name for profile"))),
+            Op("POST", base + "/{name}/stop", "Stop a managed backend", tag, admin, answer="ModelAction",
+               query=(graceful,)),
+            Op("POST", base + "/{name}/profile", "Switch a managed backend's profile", tag, admin,
+               answer="ModelAction", query=(Param("profile", "the profile to run", required=False),
+                                            Param("resolution", "seed 004's name for profile"), graceful)),
+            Op("GET", base + "/{name}/logs", "The process's recent output", tag, admin, answer="ModelLogs",
+               query=(Param("lines", "how many (1-10000)", {"type": "integer", "minimum": 1}),)),
+        ]
+    return ops
+
+
+def _ocr_ops() -> list[Op]:
+    tag, admin = "OCR", ADMIN
+    resolution = Param("resolution", "one of the OCR backend's profiles", required=True)
+    return [
+        Op("POST", "/api/ocr", "OCR: an OpenAI chat body with image_url parts (X-Resolution picks the profile)",
+           tag, body="ChatCompletionRequest", answer="ChatCompletion", media=(JSON, SSE), queued=True,
+           header_params=(*_INFERENCE_HEADERS, "X-Resolution")),
+        *(Op("POST", path, "Switch every OCR backend to a resolution", tag, admin, answer="ModelAction",
+             query=(resolution, Param("graceful", "after active requests (default true)", {"type": "boolean"})))
+          for path in ("/api/admin/ocr/resolution", "/admin/ocr/resolution")),
+    ]
+
+
 def _web_ops() -> list[Op]:
     tag = "Web pages"
     return [
@@ -233,7 +268,7 @@ def _web_ops() -> list[Op]:
 def operations() -> list[Op]:
     """Every operation of the API, in the order the docs show them."""
     return [*_ollama_ops(), *_openai_ops(), *_auth_ops(), *_admin_ops(), *_ops_ops(), *_jobs_ops(),
-            *_seed_ops(), *_docs_ops(), *_web_ops()]
+            *_seed_ops(), *_docs_ops(), *_web_ops(), *_managed_ops(), *_ocr_ops()]
 
 
 # -- building the document ----------------------------------------------------------------
@@ -285,6 +320,9 @@ def _responses(op: Op) -> dict[str, Any]:
     if content:
         success["content"] = content
     responses: dict[str, Any] = {str(op.status): success}
+    if op.queued:
+        responses["202"] = {"description": "Prefer: respond-async: the job that will answer it",
+                            "content": {JSON: {"schema": ref("JobAccepted")}}}
     error_schema = ref("OpenAIError" if style_for_path(op.path) == "openai" else "Error")
     for code in _error_statuses(op):
         responses[str(code)] = {"description": _ERRORS[code], "content": {JSON: {"schema": error_schema}}}
@@ -301,7 +339,8 @@ def _parameters(op: Op) -> list[dict[str, Any]]:
                 "schema": q.schema or STRING} for q in op.query]
     header_docs = {"X-Client-ID": ("Your client's name in usage and queue views", STRING),
                    "X-Priority": ("Ask for a lower priority than your credential's (a higher number)", INT),
-                   "Prefer": ("respond-async: answer 202 with a job instead", STRING)}
+                   "Prefer": ("respond-async: answer 202 with a job instead", STRING),
+                   "X-Resolution": ("the OCR profile this request needs", STRING)}
     for name in op.header_params:
         description, schema = header_docs[name]
         params.append({"name": name, "in": "header", "required": False, "description": description,

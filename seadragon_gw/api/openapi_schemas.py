@@ -221,6 +221,26 @@ def _ops() -> dict[str, Schema]:
     }
 
 
+def _managed() -> dict[str, Schema]:
+    managed = obj({"name": STRING, "status": STRING, "state": STRING, "port": INT, "pid": null(INT),
+                   "models": array(STRING), "started_at": null(STRING), "uptime_seconds": null(NUMBER),
+                   "profile": null(STRING), "resolution": null(STRING), "profiles": array(STRING),
+                   "is_healthy": BOOL, "active_requests": INT, "waiting": INT, "restarts": INT,
+                   "last_error": null(STRING)}, ("name", "status", "state"), open_=True)
+    backend = obj({"name": STRING, "kind": STRING, "managed": BOOL, "role": null(STRING), "state": STRING,
+                   "healthy": BOOL, "in_flight": INT, "max_concurrent": INT, "waiting": INT,
+                   "models": array(STRING), "totals": ANY_OBJECT, "last_error": null(STRING)},
+                  ("name", "kind", "state", "healthy"), open_=True)
+    return {
+        "ManagedModel": managed,
+        "ManagedList": obj({"models": array(ref("ManagedModel"))}, ("models",)),
+        "BackendList": obj({"backends": array(backend)}, ("backends",)),
+        "ModelAction": obj({"status": STRING, "model": STRING, "profile": null(STRING), "resolution": null(STRING),
+                            "graceful": BOOL, "message": STRING}, ("status",), open_=True),
+        "ModelLogs": obj({"model": STRING, "path": STRING, "lines": array(STRING)}, ("model", "lines")),
+    }
+
+
 def _jobs() -> dict[str, Schema]:
     status = {"type": "string", "enum": ["queued", "processing", "completed", "failed", "cancelled"]}
     meta = obj({"processing_time": null(NUMBER), "worker_id": null(STRING), "model_info": ANY_OBJECT,
@@ -255,4 +275,4 @@ def _errors() -> dict[str, Schema]:
 
 def schemas() -> dict[str, Schema]:
     """Every named schema; a new one is added to its group above."""
-    return {**_ollama(), **_openai(), **_auth(), **_admin(), **_ops(), **_jobs(), **_errors()}
+    return {**_ollama(), **_openai(), **_auth(), **_admin(), **_ops(), **_managed(), **_jobs(), **_errors()}
