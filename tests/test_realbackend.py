@@ -9,21 +9,28 @@ never wording.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ollama
 import openai
 import pytest
+import yaml
 
 from seadragon_gw import localmodel
-from tests.conftest import ALICE, GatewayFactory, RunningGateway
+from seadragon_gw.config import GatewayConfig, parse_config
+from seadragon_gw.gateway import Gateway
+from tests.conftest import ADMIN, ALICE, FAST_AUTH, GatewayFactory, RunningGateway
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.realbackend
@@ -33,14 +40,19 @@ READY_TIMEOUT_S = 180.0
 
 
 @pytest.fixture(scope="module")
-def real_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Install (idempotent), start llama-server on a free port, wait for /health 200; stop it after."""
+def installed(request: pytest.FixtureRequest) -> None:
+    """The project's own install (idempotent: cached after the first run), or a skip saying why not."""
     capture = request.config.pluginmanager.getplugin("capturemanager")
     try:
         with capture.global_and_fixture_disabled():  # the install's progress lines reach the terminal
             localmodel.install()
     except localmodel.InstallImpossible as exc:
         pytest.skip(f"llama.cpp's server cannot be built on this machine: {exc}")
+
+
+@pytest.fixture(scope="module")
+def real_backend(installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start llama-server on a free port, wait for /health 200; stop it after."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
@@ -189,3 +201,147 @@ def test_ollama_client_chats_through_translation(real_gw: RunningGateway) -> Non
     assert final.done is True and final.done_reason in ("stop", "length")
     assert final.eval_count is not None and final.eval_count > 0
     assert final.prompt_eval_count is not None and final.prompt_eval_count > 0
+
+
+# -- llama.cpp managed by the gateway, from the shipped config.yaml ---------------------------
+# One gateway for the module, started from a copy of the shipped config with Ollama absent (its
+# URL a port nothing listens on, even where an Ollama runs on 11434): only the environment's
+# keys differ (database, tokens and logs in a temporary folder; no rate limit for the tests'
+# bursts). Its `local` backend runs `python -m seadragon_gw.localmodel serve`, which finds the
+# install the `installed` fixture made. A second gateway with a one-second idle TTL tests the
+# idle stop. llama-server loads Gemma 270M in a second or two, so restarts are cheap.
+
+REPO = Path(__file__).resolve().parent.parent
+LOCAL = "gemma3:270m"
+
+
+def shipped_config(root: Path, **managed: Any) -> GatewayConfig:
+    raw = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    ollama_, local = raw["backends"]
+    assert (ollama_["name"], local["name"]) == ("local-ollama", "local")
+    ollama_["url"] = f"http://127.0.0.1:{free_port()}"
+    local["managed"].update({"log_dir": str(root / "logs"), **managed})
+    raw.update(database="gw.db", rate_limits={"enabled": False})
+    raw["auth"].update(tokens_file="tokens.json", **FAST_AUTH)
+    raw.setdefault("usage", {})["flush_s"] = 0.05
+    config = parse_config(raw)
+    config.base_dir = str(root)
+    return config
+
+
+@pytest.fixture(scope="module")
+def shipped_gw(installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    root = tmp_path_factory.mktemp("shipped")
+    factory = GatewayFactory(root)
+    try:
+        yield factory.start(config=shipped_config(root))
+    finally:
+        factory.close()
+
+
+def local_state(gw: RunningGateway) -> str:
+    return gw.on_loop(lambda g: g.registry.get("local").state.value)
+
+
+def local_pid(gw: RunningGateway) -> int | None:
+    return gw.on_loop(lambda g: g.registry.supervisors[g.registry.get("local")].pid)
+
+
+def native(gw: RunningGateway) -> ollama.Client:
+    return ollama.Client(host=gw.url, headers=ALICE, timeout=120)
+
+
+def test_shipped_config_serves_gemma3_270m_with_ollama_absent(shipped_gw: RunningGateway) -> None:
+    """On-demand start: the first request starts llama.cpp and waits for it; the README's first
+    chat (native /api/chat, streamed NDJSON) gets generated text."""
+    assert local_state(shipped_gw) == "stopped"
+    reply = native(shipped_gw).chat(model=LOCAL, messages=[{"role": "user", "content": "Hello"}], stream=False,
+                                    options={"num_predict": 12})
+    assert reply.done is True and reply.message.role == "assistant" and reply.message.content
+    assert reply.model == LOCAL and reply.eval_count is not None and reply.eval_count > 0
+    assert local_state(shipped_gw) == "up"
+    body = {"model": LOCAL, "messages": [{"role": "user", "content": "Hello"}], "options": {"num_predict": 8}}
+    readme = httpx.post(shipped_gw.url + "/api/chat", headers=ALICE, json=body, timeout=120)
+    lines = [json.loads(line) for line in readme.text.splitlines()]
+    assert readme.status_code == 200 and readme.headers["content-type"] == "application/x-ndjson"
+    assert "".join(line["message"]["content"] for line in lines) and lines[-1]["done"] is True
+
+
+def test_native_chat_generate_and_embed_through_the_translation(shipped_gw: RunningGateway) -> None:
+    client_ = native(shipped_gw)
+    chunks = list(client_.chat(model=LOCAL, messages=[{"role": "user", "content": "Hi"}], stream=True,
+                               options={"num_predict": 8}))
+    assert "".join(c.message.content or "" for c in chunks) and chunks[-1].done is True
+    assert chunks[-1].eval_count is not None and chunks[-1].eval_count > 0
+    whole = client_.generate(model=LOCAL, prompt="Once upon a time", stream=False, options={"num_predict": 8})
+    assert whole.done is True and whole.response and whole.eval_count is not None and whole.eval_count > 0
+    parts = list(client_.generate(model=LOCAL, prompt="The sky is", stream=True, options={"num_predict": 8}))
+    assert "".join(p.response for p in parts) and parts[-1].done is True and parts[-1].done_reason
+    embedded = client_.embed(model=LOCAL, input=["first text", "second text"])
+    assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) == len(embedded.embeddings[1]) > 0
+    assert embedded.embeddings[0] != embedded.embeddings[1]
+
+
+def test_sigkill_of_the_child_is_logged_as_a_crash_and_the_next_request_restarts_it(
+        shipped_gw: RunningGateway) -> None:
+    native(shipped_gw).generate(model=LOCAL, prompt="Hi", stream=False, options={"num_predict": 2})
+    pid = local_pid(shipped_gw)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _wait(lambda: local_state(shipped_gw) == "crashed", "the backend to be marked crashed")
+    crashes = httpx.get(shipped_gw.url + "/api/admin/crashes", headers=ADMIN).json()["crashes"]
+    entry = next(c for c in crashes if c["backend"] == "local")
+    assert entry["kind"] == "backend_down"
+    assert entry["error"].startswith("backend local: up -> crashed (the process exited unexpectedly (exit code -9)")
+    again = native(shipped_gw).generate(model=LOCAL, prompt="Hi", stream=False, options={"num_predict": 4})
+    assert again.done is True and again.response
+    assert local_state(shipped_gw) == "up" and local_pid(shipped_gw) not in (None, pid)
+
+
+def test_graceful_stop_lets_the_active_request_finish_then_stops(shipped_gw: RunningGateway) -> None:
+    native(shipped_gw).generate(model=LOCAL, prompt="Hi", stream=False, options={"num_predict": 2})
+    pid = local_pid(shipped_gw)
+    body = {"model": LOCAL, "prompt": "Count to one hundred:", "options": {"num_predict": 200},
+            "raw": True}
+    with httpx.stream("POST", shipped_gw.url + "/api/generate", headers=ALICE, json=body, timeout=120) as answer:
+        lines = answer.iter_lines()
+        first = json.loads(next(lines))
+        assert first["done"] is False
+        stopping = threading.Thread(target=shipped_gw.await_on_loop, args=(_stop_local,), kwargs={"timeout": 60})
+        stopping.start()
+        _wait(lambda: local_state(shipped_gw) in ("stopping", "stopped"), "the graceful stop to begin")
+        rest = [json.loads(line) for line in lines]
+    stopping.join(60)
+    assert rest[-1]["done"] is True and rest[-1]["done_reason"] in ("stop", "length")  # not cut short
+    assert not any("error" in line for line in rest)
+    assert local_state(shipped_gw) == "stopped" and pid is not None and not _alive(pid)
+    again = native(shipped_gw).generate(model=LOCAL, prompt="Hi", stream=False, options={"num_predict": 2})
+    assert again.done is True and local_state(shipped_gw) == "up"
+
+
+async def _stop_local(gateway: Gateway) -> None:
+    await gateway.registry.stop_backend("local", graceful=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_idle_local_model_is_stopped_and_started_again_by_the_next_request(
+        installed: None, tmp_path: Path) -> None:
+    factory = GatewayFactory(tmp_path)
+    try:
+        gw = factory.start(config=shipped_config(tmp_path, idle_ttl_s=1))
+        reply = native(gw).generate(model=LOCAL, prompt="Hi", stream=False, options={"num_predict": 2})
+        assert reply.done is True and local_state(gw) == "up"
+        pid = local_pid(gw)
+        _wait(lambda: local_state(gw) == "stopped", "the idle process to be stopped")
+        assert pid is not None and not _alive(pid)
+        again = native(gw).generate(model=LOCAL, prompt="Hi", stream=False, options={"num_predict": 2})
+        assert again.done is True and local_state(gw) == "up"
+    finally:
+        factory.close()
