@@ -30,6 +30,12 @@ case "${1:-serve}" in
   test)
     shift
     install ".[test]" test "seadragon_gw with its test extras"
+    # tests/browser drive Debian's Chromium; without it (and not root) they are skipped, saying why
+    if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      say "installing Chromium for the browser tests (Debian's package; once, about a minute)"
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null \
+        || say "could not install Chromium: the browser tests will be skipped"
+    fi
     say "lint: ruff check"
     .venv/bin/ruff check .
     say "types: mypy --strict seadragon_gw"

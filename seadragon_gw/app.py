@@ -27,6 +27,7 @@ from .api.request_id import RequestIdMiddleware
 from .api.routes import OllamaPrefix, all_routes, native_routes
 from .api.seed_routes import seed_routes
 from .api.usage_routes import note_internal_error, usage_routes
+from .api.web_routes import web_routes
 from .api.ws import ws_routes
 from .auth.passwords import PasswordHasher
 from .config import GatewayConfig
@@ -58,6 +59,7 @@ def create_app(config: GatewayConfig, clocks: Clocks | None = None,
     routes += usage_routes()  # issue 8: usage log, crash log, missing models
     routes += jobs_routes()  # issue 8: async jobs, seed 003's tasks
     routes += [*ws_routes(), *seed_routes()]  # issue 8: /api/ws, seed 002's names without /api
+    routes += web_routes()  # issue 10: /admin, /chat (GET; POST /chat is seed 002's), /web/*, overview
     routes += openapi_routes()  # issue 10: /openapi.json, /docs
     routes.append(Route("/api/ollama{rest:path}", OllamaPrefix(Router(native_routes()))))
     return FastPath(Starlette(
