@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from .. import __version__
 from ..backends import listings
 from ..errors import NotFound
+from ..managed.ps import running_models
 from ..model_names import model_key
 from .asgi import authorize
 from .context import gateway_of
@@ -38,13 +39,16 @@ async def tags(request: Request) -> Response:
 
 
 async def ps(request: Request) -> Response:
-    authorize(request, "user")
-    backends = [b for b in gateway_of(request).registry.backends if b.kind == "ollama" and b.healthy]
+    """What Ollama backends have loaded, and the running managed processes' models."""
+    principal = authorize(request, "user")
+    registry = gateway_of(request).registry
+    backends = [b for b in registry.backends if b.kind == "ollama" and b.healthy and not b.managed]
     results = await asyncio.gather(*(b.upstream.get_json("/api/ps") for b in backends), return_exceptions=True)
     models: list[Any] = []
     for result in results:
         if isinstance(result, dict):
             models.extend(result.get("models") or [])
+    models.extend(running_models(registry.backends, principal.allowed_models))
     return json_response({"models": models})
 
 

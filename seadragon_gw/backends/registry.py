@@ -221,17 +221,24 @@ class Registry:
             raise UpstreamFailed(backend.lifecycle.reason if backend.state is S.CRASHED
                                  else f"managed backend {name} did not start (it is {backend.state.value})")
 
-    async def stop_backend(self, name: str, graceful: bool = True) -> None:
+    async def stop_backend(self, name: str, graceful: bool = True, reason: str | None = None) -> None:
         """Stop managed backend `name`: graceful takes no new work (it waits), lets the active
         requests finish, then stops; not graceful stops now (active requests end with an
         error). Requests still waiting for an on-demand backend start it again."""
         backend = self.get(name)
         supervisor = self._supervisor_of(backend)
-        how = "stopped by an operator" if graceful else "stopped at once by an operator"
+        how = reason or ("stopped by an operator" if graceful else "stopped at once by an operator")
         await supervisor.stop(graceful, how)
         managed = backend.config.managed
         if not graceful and managed is not None and managed.start != "manual" and self._work_waiting(backend):
             self.ensure_started(backend)
+
+    def unload_soon(self, backend: Backend) -> None:
+        """Ollama's `keep_alive: 0` for a managed backend: stop its process now, gracefully
+        (other active requests finish; requests still waiting start it again)."""
+        if backend in self.supervisors and backend.state in _LIVE and backend.state is not S.STOPPING:
+            self._spawn(self.stop_backend(backend.name, graceful=True, reason="keep_alive 0: unloaded"),
+                        f"unload:{backend.name}")
 
     async def switch_profile(self, name: str, profile: str, graceful: bool = True) -> None:
         """Run backend `name` with `profile`: a running process is stopped (graceful: once its

@@ -71,6 +71,7 @@ class Exchange:
     rewrite: Rewrite | None = None
     rebody: bool = False  # the payload gained a field (default_model): send it, not the bytes
     adapter: OllamaOverOpenAI | None = None  # a native request served by an OpenAI-kind backend
+    unload: bool = False  # native `keep_alive: 0`: a managed backend's process stops after it
     _released: bool = field(default=False, init=False)
 
     @property
@@ -174,6 +175,8 @@ class Exchange:
             self.service.scheduler.release(self.entry)
         if self.spec.changes_models and self.backend is not None:
             self.service.registry.refresh_soon(self.backend)
+        if self.unload and self.backend is not None:
+            self.service.registry.unload_soon(self.backend)
         self.service.recorder.finish(self.record, outcome, status, error)
 
     def _timeout(self) -> QueueTimeout:
@@ -233,15 +236,16 @@ class RequestService:
         for rule in self.checks:
             rule.check(record, principal)
         adapter = _adapter_for(spec, record, key, name)
+        record.profile, unload = profile, spec.native and _keep_alive_zero(payload)
         if backend is not None or not spec.queued:
             return Exchange(self, record, spec, principal, name, None, backend, 0, deadline,
-                            rebody=rebody, adapter=adapter)
+                            rebody=rebody, adapter=adapter, unload=unload)
         now = self.recorder.clock()
         record.queued_at = now if enqueued_at is None else now - (self.scheduler.clock() - enqueued_at)
         entry, position = self.scheduler.submit(key, principal.priority, record, enqueued_at=enqueued_at,
                                                 profile=profile)
         exchange = Exchange(self, record, spec, principal, name, entry, None, position, deadline,
-                            rebody=rebody, adapter=adapter)
+                            rebody=rebody, adapter=adapter, unload=unload)
         if position == 0:
             exchange.backend = entry.backend
             record.granted_at = now
@@ -343,6 +347,16 @@ def _adapter_for(spec: RouteSpec, record: RequestRecord, key: QueueKey, name: st
     if record.route not in TRANSLATED_PATHS:
         raise NotFound(f"model '{name}' is only on OpenAI-kind backends, which cannot serve {record.route}")
     return OllamaOverOpenAI(record.route, name)
+
+
+def _keep_alive_zero(payload: dict[str, Any] | None) -> bool:
+    """Ollama's `keep_alive: 0` (or "0", "0s", "0m"): unload the model once this request ends."""
+    value = payload.get("keep_alive") if payload is not None else None
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, (int, float)):
+        return value == 0
+    return isinstance(value, str) and value.strip().rstrip("smh") in ("0", "0.0")
 
 
 def _backend_name(backend: Backend, name: str | None) -> str:
