@@ -29,6 +29,7 @@ from .config import GatewayConfig
 from .jobs.service import JobService
 from .lifecycle.service import RequestService
 from .limits.limiter import RateLimiter
+from .managed.auto_switch import AutoSwitcher, work_check
 from .managed.process import ProcessSupervisor
 from .ops.operations import Operations
 from .queue.scheduler import Scheduler
@@ -80,6 +81,7 @@ class Gateway:
     ops: Operations
     jobs: JobService
     models: ModelsAdmin  # issue 9: managed models and backends for operators
+    auto_switch: AutoSwitcher  # issue 9: profiles switched ahead of the hour's demand
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -128,8 +130,10 @@ class Gateway:
         jobs = JobService(config.jobs, requests, store.jobs, default_model=config.default_model)
         models = ModelsAdmin(registry, scheduler, clocks.wall)
         recorder.subscribe(models.totals)
+        auto_switch = AutoSwitcher(config.auto_switch, registry, store.usage, work_check(scheduler.waiting),
+                                   clocks.wall)
         return cls(config, clocks, store, registry, scheduler, recorder, requests, credentials, auth,
-                   accounts, last_used, admin, limits, logs, ops, jobs, models)
+                   accounts, last_used, admin, limits, logs, ops, jobs, models, auto_switch)
 
     async def start(self) -> None:
         """Start the background work: credential polling, batching, health, dispatchers."""
@@ -140,9 +144,11 @@ class Gateway:
         await self.registry.start()
         self.scheduler.start()
         await self.jobs.start()  # after the dispatchers: queued jobs enter the queue at once
+        self.auto_switch.start()  # only with auto_switch.enabled
         log.info("seadragon_gw ready: %d backend(s)", len(self.registry.backends))
 
     async def close(self) -> None:
+        await self.auto_switch.close()
         await self.jobs.close()  # first: queued jobs stay queued, running ones run again next start
         await self.scheduler.stop()
         await self.registry.stop()
