@@ -56,7 +56,8 @@ def _etags(header: str) -> set[str]:
 async def admin_overview(request: Request) -> Response:
     authorize(request, "admin")
     gateway = gateway_of(request)
-    return json_response(await overview(gateway.ops, gateway.config.metrics.enabled, gateway.clock))
+    return json_response(await overview(gateway.ops, gateway.registry, gateway.config.metrics.enabled,
+                                         gateway.clock))
 
 
 def web_routes(assets: WebAssets | None = None) -> list[BaseRoute]:

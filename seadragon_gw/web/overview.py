@@ -12,20 +12,27 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from ..backends.registry import Registry
 from ..ops.operations import Operations
 
 _COUNTERS = frozenset({"seadragon_rate_limited", "seadragon_rejected"})
 
 
-async def overview(ops: Operations, metrics_on: bool, clock: Callable[[], float]) -> dict[str, Any]:
-    """Backends and health, the load and totals per model, the stats, and refusal counts."""
+async def overview(ops: Operations, registry: Registry, metrics_on: bool,
+                   clock: Callable[[], float]) -> dict[str, Any]:
+    """Backends (with a managed one's profile) and health, the load and totals per model, the
+    stats, and refusal counts."""
     report = await ops.health.report()
+    health = report.as_json(True)
+    profiles = {b.name: registry.profile_of(b) for b in registry.backends if b.managed}
+    for backend in health["backends"]:
+        backend["profile"] = profiles.get(backend["name"])
     models = []
     for load in ops.queue.loads():
         totals = ops.stats.totals(load.model)
         models.append({**load.as_json(), "processed": totals.processed, "failed": totals.failed,
                        "timed_out": totals.timeout})
-    return {"time": clock(), "health": report.as_json(True), "stats": ops.queue.stats(), "models": models,
+    return {"time": clock(), "health": health, "stats": ops.queue.stats(), "models": models,
             "counts": refusal_counts(ops.metrics.families()) if metrics_on else None,
             "failed": sum(m["failed"] for m in models), "timed_out": sum(m["timed_out"] for m in models)}
 

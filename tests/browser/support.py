@@ -19,7 +19,7 @@ TIMEOUT_MS = 10_000
 @dataclass
 class Site:
     gw: RunningGateway
-    backend: FakeBackend
+    backend: FakeBackend  # (None when the gateway's backends are given as specs)
     admin: Admin  # the API, as tokens.json's admin
 
     @property
@@ -27,11 +27,13 @@ class Site:
         return self.gw.url
 
 
-def site(tmp: Path, backend: FakeBackend, users: dict[str, bool], **sections: Any) -> Iterator[Site]:
-    """A gateway in front of `backend` with web chat users (name -> is_admin), all with PASSWORD."""
+def site(tmp: Path, backend: FakeBackend | None, users: dict[str, bool], *,
+         backends: list[dict[str, Any]] | None = None, **sections: Any) -> Iterator[Site]:
+    """A gateway in front of `backend` (or of `backends`, specs) with web chat users
+    (name -> is_admin), all with PASSWORD."""
     factory = GatewayFactory(tmp)
     try:
-        gw = factory.start([backend], **sections)
+        gw = factory.start([backend] if backend is not None else backends, **sections)
         admin = Admin(gw.url)
         for name, is_admin in users.items():
             response = register(gw.url, name, admin.registration_token(is_admin=is_admin))

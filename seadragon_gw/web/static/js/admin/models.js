@@ -5,17 +5,6 @@ import { seg } from "../api.js";
 import { h, stateBadge, table } from "../dom.js";
 import { check, Feedback, panel, poll } from "./common.js";
 
-function entriesOf(answer) {
-  if (Array.isArray(answer)) return answer;
-  return answer.models || answer.backends || [];
-}
-
-function logText(answer) {
-  if (typeof answer === "string") return answer;
-  if (Array.isArray(answer.lines)) return answer.lines.join("\n");
-  return answer.log ?? answer.text ?? JSON.stringify(answer, null, 2);
-}
-
 export function mount({ session, pollMs }) {
   const feedback = new Feedback();
   const polled = new Feedback();
@@ -39,7 +28,7 @@ export function mount({ session, pollMs }) {
     { profile: profileOf(m), graceful: force.get(m.name) ? "false" : "true" }));
   const showLog = (m) => feedback.run(async () => {
     const answer = await session.get(`/api/admin/models/${seg(m.name)}/logs`, { lines: 200 });
-    logBox.replaceChildren(panel(`Log of ${m.name}`, h("pre", { "data-log": m.name }, logText(answer) || "(empty)")));
+    logBox.replaceChildren(panel(`Log of ${m.name}`, h("pre", { "data-log-text": m.name }, answer.lines.join("\n") || "(empty)")));
   });
 
   const controls = (m) => {
@@ -60,12 +49,15 @@ export function mount({ session, pollMs }) {
 
   const columns = [
     { title: "Backend", cell: (m) => m.name },
-    { title: "Models", cell: (m) => (Array.isArray(m.models) ? m.models.join(", ") : m.models ?? "") },
-    { title: "State", cell: (m) => stateBadge(m.state) },
+    { title: "Models", cell: (m) => (Array.isArray(m.models) ? m.models.join(", ") : "") },
+    { title: "Status", cell: (m) => stateBadge(m.status ?? m.state) },
     { title: "Profile", cell: (m) => m.profile ?? "" },
     { title: "Pid", num: true, cell: (m) => m.pid ?? "" },
-    { title: "In flight", num: true, cell: (m) => (m.active ?? "") },
-    { title: "Error", cell: (m) => m.error ?? m.last_error ?? "" },
+    { title: "Up for", num: true, cell: (m) => (m.uptime_seconds == null ? "" : `${Math.round(m.uptime_seconds)} s`) },
+    { title: "In flight", num: true, cell: (m) => m.active_requests ?? "" },
+    { title: "Waiting", num: true, cell: (m) => m.waiting ?? "" },
+    { title: "Restarts", num: true, cell: (m) => m.restarts ?? "" },
+    { title: "Error", cell: (m) => m.last_error ?? "" },
     { title: "", cell: controls },
   ];
 
@@ -80,7 +72,7 @@ export function mount({ session, pollMs }) {
     polled.clear();
     const focused = document.activeElement;
     if (focused && focused.tagName === "SELECT" && list.contains(focused)) return; // do not close an open select
-    list.replaceChildren(table(columns, entriesOf(answer), "no managed backends (a backend with a managed: block)"));
+    list.replaceChildren(table(columns, answer.models, "no managed backends (a backend with a managed: block)"));
   };
   const element = h("div", { class: "page-models" }, feedback.element, polled.element,
     panel("Managed backends", list), logBox);
