@@ -150,6 +150,7 @@ class BackendConfig:
     # before answering (no connection, or 502/503) tries another backend of the model, at most `retries` times.
     weight: float = 1.0
     retries: int = 1
+    fail_threshold: int = 1  # health checks failed in a row before an up backend is marked down
 
 
 @dataclass
@@ -382,6 +383,8 @@ def _check_semantics(config: GatewayConfig) -> None:
             raise ConfigError(f"{where}.weight: must be positive")
         if backend.retries < 0:
             raise ConfigError(f"{where}.retries: must be 0 (no other backend is tried) or more")
+        if backend.fail_threshold < 1:
+            raise ConfigError(f"{where}.fail_threshold: must be at least 1")
     if config.queue.max_waiting < 0:
         raise ConfigError("queue.max_waiting: must be 0 or more")
     if config.queue.timeout_s <= 0:

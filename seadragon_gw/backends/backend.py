@@ -31,6 +31,7 @@ class Backend:
     active: int = 0
     version: str | None = None
     discovered: bool = False
+    failed_checks: int = 0  # health checks failed in a row (the registry's count, for fail_threshold)
 
     @property
     def name(self) -> str:

@@ -430,15 +430,27 @@ class Registry:
         try:
             found = await self._probe(backend, with_models)
         except UpstreamError as exc:
-            if backend.state in (S.UP, S.UNKNOWN, S.DOWN):
-                backend.lifecycle.move(S.DOWN, exc.message)
+            self._check_failed(backend, exc.message)
             return
+        backend.failed_checks = 0
         if found is not None:
             self._apply_models(backend, found)
         if backend.state in (S.UNKNOWN, S.DOWN):
             backend.lifecycle.move(S.UP, f"answered the health check ({len(backend.models)} models)")
         elif set(backend.models) != old_models:
             self._changed()
+
+    def _check_failed(self, backend: Backend, reason: str) -> None:
+        """An up backend is marked down after `fail_threshold` failed checks in a row (one
+        slow answer is not an outage); one that never answered, or is down, at once."""
+        backend.failed_checks += 1
+        threshold = backend.config.fail_threshold
+        if backend.state is S.UP and backend.failed_checks < threshold:
+            log.info("backend %s: health check failed (%d of %d before it is marked down): %s",
+                     backend.name, backend.failed_checks, threshold, reason)
+            return
+        if backend.state in (S.UP, S.UNKNOWN, S.DOWN):
+            backend.lifecycle.move(S.DOWN, reason)
 
     async def _probe(self, backend: Backend, with_models: bool) -> list[ModelInfo] | None:
         upstream = backend.upstream

@@ -10,7 +10,8 @@ answer back until that file exists (a test's way to hold a request in flight), a
 `--crash-after N` the process exits (code 3) right after its Nth completion; `--exit-now`
 exits at once with that code, after writing `--stderr` to stderr. /argv answers the process's
 argv and its FAKE_* environment (what a managed profile added); `--tag` is appended to the
-completion's text ("pid P tag T"), so a test sees which process variant answered.
+completion's text ("pid P tag T"), so a test sees which process variant answered. While the
+file `--fail-file` exists, /v1/models answers 503 (a health check that fails).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             elif self.path == "/argv":
                 self._send(200, {"argv": sys.argv[1:], "pid": os.getpid(),
                                  "env": {k: v for k, v in os.environ.items() if k.startswith("FAKE_")}})
+            elif self.path == "/v1/models" and state.args.fail_file and Path(state.args.fail_file).exists():
+                self._send(503, {"error": "failing as told"})
             elif self.path == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": state.args.model, "object": "model"}]})
             else:
@@ -105,6 +108,7 @@ def main() -> None:
     parser.add_argument("--stderr", default="")
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--fail-file", default="")
     args = parser.parse_args()
     if args.stderr:
         sys.stderr.write(args.stderr + "\n")
