@@ -59,7 +59,7 @@ class OcrTarget:
 
 def ocr_target(registry: Registry) -> OcrTarget:
     """The OCR backends (`role: ocr`), in config order; the first one names the model and default."""
-    backends = [b for b in registry.backends if b.config.role == OCR_ROLE]
+    backends = registry.by_role(OCR_ROLE)
     if not backends:
         raise NotFound("no OCR backend: configure a backend with role: ocr")
     first = backends[0]
