@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from ..auth.principal import Principal
 from ..backends.backend import Backend
 from ..backends.registry import Registry
 from ..errors import InvalidInput, NotFound, Unavailable
@@ -94,14 +95,27 @@ def ocr_payload(target: OcrTarget, payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+@dataclass(frozen=True, slots=True)
+class OcrRequest:
+    principal: Principal
+    payload: dict[str, Any]
+    profile: str | None
+
+
+async def _read(gateway: Gateway, scope: Scope, receive: Receive) -> OcrRequest:
+    """Who asks, the chat body for the OCR backend, and the profile its resolution needs."""
+    headers = header_map(scope)
+    principal = gateway.auth.authenticate(scope, headers, OCR_SPEC.access)
+    target = ocr_target(gateway.registry)
+    profile = target.resolution(_asked_resolution(scope))
+    body = await read_body(receive, headers, gateway.config.server.max_body_bytes)
+    return OcrRequest(principal, ocr_payload(target, parse_json_object(body) if body else {}), profile)
+
+
 async def _admit(gateway: Gateway, call: Call, receive: Receive) -> None:
     """`proxy.forward`'s admission step for OCR: the model and the resolution's profile."""
-    headers = header_map(call.scope)
-    principal = gateway.auth.authenticate(call.scope, headers, OCR_SPEC.access)
-    target = ocr_target(gateway.registry)
-    profile = target.resolution(_asked_resolution(call.scope))
-    body = await read_body(receive, headers, gateway.config.server.max_body_bytes)
-    payload = ocr_payload(target, parse_json_object(body) if body else {})
+    asked = await _read(gateway, call.scope, receive)
+    principal, payload, profile = asked.principal, asked.payload, asked.profile
     call.payload, call.body = payload, orjson.dumps(payload)
     call.stream = payload.get("stream") is True
     call.writer.record.profile = profile
@@ -132,16 +146,11 @@ async def _submit_job(gateway: Gateway, scope: Scope, receive: Receive) -> Respo
     """`Prefer: respond-async`: an async job of the OCR backend's chat route that keeps its
     resolution until it runs; answered 202 with seed 004's `request_id`, `status`, `resolution`.
     Errors are raised: this route is served by Starlette, whose handlers render them."""
-    headers = header_map(scope)
-    principal = gateway.auth.authenticate(scope, headers, OCR_SPEC.access)
-    target = ocr_target(gateway.registry)
-    profile = target.resolution(_asked_resolution(scope))
-    body = await read_body(receive, headers, gateway.config.server.max_body_bytes)
-    payload = ocr_payload(target, parse_json_object(body) if body else {})
+    asked = await _read(gateway, scope, receive)
     route = OCR_SPEC.upstream_path or ""
-    job = gateway.jobs.request(route, INFERENCE[route], payload, profile=profile)
-    job_id = await gateway.jobs.submit(principal, job)
-    answer = {**accepted_json(job_id, job.stream_forced), "resolution": profile}
+    job = gateway.jobs.request(route, INFERENCE[route], asked.payload, profile=asked.profile)
+    job_id = await gateway.jobs.submit(asked.principal, job)
+    answer = {**accepted_json(job_id, job.stream_forced), "resolution": asked.profile}
     return json_response(answer, status=202, headers={"Location": f"{JOBS}/{job_id}",
                                                       "Preference-Applied": "respond-async"})
 
