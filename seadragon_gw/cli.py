@@ -112,6 +112,10 @@ def _first_model(app: Any) -> tuple[str | None, str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["console"]:  # a client of a running gateway: no config, its own arguments
+        from .console.__main__ import main as console_main
+
+        return console_main(argv[1:])
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv.insert(0, "serve")  # `python -m seadragon_gw --config x` means serve
     args = build_parser().parse_args(argv)

@@ -1,0 +1,1 @@
+"""`seadragon-gw console`: the terminal console (textual, the `console` extra)."""
