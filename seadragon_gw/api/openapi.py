@@ -59,6 +59,7 @@ class Op:
     media: tuple[str, ...] = (JSON,)
     query: tuple[Param, ...] = ()
     form: bool = False  # the body may also be an OAuth2 form
+    upload: bool = False  # the body is multipart/form-data (a file upload)
     queued: bool = False  # waits in a model's queue (429/502/503/504, unknown model 404)
     native: bool = False  # also served under /api/ollama
     header_params: tuple[str, ...] = ()
@@ -255,6 +256,20 @@ def _ocr_ops() -> list[Op]:
     ]
 
 
+def _passthrough_ops() -> list[Op]:
+    """OpenAI routes the gateway forwards as they are (queued like inference)."""
+    tag, headers = "OpenAI", _INFERENCE_HEADERS
+    return [
+        Op("POST", "/v1/images/generations", "Image generation (passed through)", tag, body="PassthroughBody",
+           answer="PassthroughBody", queued=True, header_params=headers),
+        Op("POST", "/v1/audio/speech", "Text to speech (passed through; audio answer)", tag, body="PassthroughBody",
+           media=("application/octet-stream",), queued=True, header_params=headers),
+        *(Op("POST", f"/v1/audio/{kind}", f"Audio {kind} (multipart upload, passed through)", tag,
+             answer="PassthroughBody", upload=True, queued=True, header_params=headers)
+          for kind in ("transcriptions", "translations")),
+    ]
+
+
 def _web_ops() -> list[Op]:
     tag = "Web pages"
     return [
@@ -268,7 +283,8 @@ def _web_ops() -> list[Op]:
 def operations() -> list[Op]:
     """Every operation of the API, in the order the docs show them."""
     return [*_ollama_ops(), *_openai_ops(), *_auth_ops(), *_admin_ops(), *_ops_ops(), *_jobs_ops(),
-            *_seed_ops(), *_docs_ops(), *_web_ops(), *_managed_ops(), *_ocr_ops()]
+            *_seed_ops(), *_docs_ops(), *_web_ops(), *_managed_ops(), *_ocr_ops(),
+            *_passthrough_ops()]
 
 
 # -- building the document ----------------------------------------------------------------
@@ -368,6 +384,10 @@ def _operation(op: Op, path: str, tag: str) -> dict[str, Any]:
         if op.form:
             content["application/x-www-form-urlencoded"] = {"schema": ref(op.body)}
         operation["requestBody"] = {"required": op.method != "DELETE", "content": content}
+    if op.upload:
+        upload = {"type": "object", "properties": {"file": {"type": "string", "contentEncoding": "binary"},
+                                                   "model": STRING}, "required": ["file"]}
+        operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": upload}}}
     if op.access == "admin":
         operation["description"] = "Needs an admin credential."
     return operation
@@ -395,7 +415,7 @@ def build_spec(ops: list[Op] | None = None) -> dict[str, Any]:
         if op.native:
             prefixed = OLLAMA_PREFIX + op.path
             paths.setdefault(prefixed, {})[op.method.lower()] = _operation(op, prefixed, "Ollama under /api/ollama")
-    named = {**schemas(), "OpenAPIDocument": ANY_OBJECT, "Overview": ANY_OBJECT}
+    named = {**schemas(), "OpenAPIDocument": ANY_OBJECT, "Overview": ANY_OBJECT, "PassthroughBody": ANY_OBJECT}
     components = {"schemas": named, "securitySchemes": _security_schemes()}
     return {
         "openapi": "3.1.0",
