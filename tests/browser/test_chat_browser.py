@@ -1,7 +1,7 @@
 """The web chat at /chat in real Chromium: register with a registration token, pick a
 model, a streamed answer, the queue position while the request waits, and Stop, which
-must reach the backend (the fake backend sees its connection closed). One browser, one
-page load."""
+must reach the backend (the fake backend sees its connection closed), and the access token
+refreshed before it expires. One browser, one page load."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ expect = pytest.importorskip("playwright.sync_api", reason="the playwright Pytho
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with FakeBackend(chunks=4) as backend:
-        yield from site(tmp_path_factory.mktemp("chat-web"), backend, {})
+        # a 2 s access token: the page must keep refreshing it (at 80% of its life) for the module
+        yield from site(tmp_path_factory.mktemp("chat-web"), backend, {}, auth={"jwt_access_ttl_s": 2})
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +112,16 @@ def test_the_queue_position_is_shown_while_waiting(page: Any, web: Site, screens
         answer.locator(".meta").wait_for()
         assert page.text_content("[data-status]") == ""
         assert running.result(timeout=10).status_code == 200
+
+
+def test_the_access_token_is_refreshed_before_it_expires(page: Any, web: Site) -> None:
+    def refresh(request: Any) -> bool:
+        return request.url.endswith("/auth/token") and "grant_type=refresh_token" in (request.post_data or "")
+
+    for _ in range(2):  # two refreshes: past the 2 s life of every token the page had before
+        with page.expect_request(refresh, timeout=TIMEOUT_MS) as seen:
+            pass
+        assert seen.value.response().status == 200
+    answer = send(page, "still logged in?")
+    answer.locator(".meta").wait_for()
+    assert answer.locator(".content").text_content() == "chunk0 chunk1 chunk2 chunk3 "
