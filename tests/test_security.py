@@ -256,6 +256,14 @@ ADMIN_CALLS = [
     ("GET", "/admin/crashes", None),
     ("GET", "/api/admin/missing-models", None),
     ("GET", "/admin/missing-models", None),
+    ("GET", "/api/admin/models", None),  # managed models and backends (issue 9)
+    ("GET", "/admin/models", None),
+    ("POST", "/api/admin/models/b0/start", None),
+    ("POST", "/api/admin/models/b0/stop?graceful=false", None),
+    ("POST", "/admin/models/b0/stop", None),
+    ("POST", "/api/admin/models/b0/profile?profile=large", None),
+    ("GET", "/api/admin/models/b0/logs", None),
+    ("GET", "/api/admin/backends", None),
 ]
 # Which route template each call exercises, to check the list covers the app's routes.
 ADMIN_TEMPLATES = {
@@ -266,6 +274,9 @@ ADMIN_TEMPLATES = {
     ("GET", "/api/admin/stats"), ("GET", "/api/admin/queue/{model:path}"),
     ("PATCH", "/api/admin/users/{username}"), ("GET", "/api/admin/usage"), ("GET", "/api/admin/crashes"),
     ("GET", "/api/admin/missing-models"),
+    ("GET", "/api/admin/models"), ("POST", "/api/admin/models/{name}/start"), ("POST", "/api/admin/models/{name}/stop"),
+    ("POST", "/api/admin/models/{name}/profile"), ("GET", "/api/admin/models/{name}/logs"),
+    ("GET", "/api/admin/backends"),
 }
 
 
