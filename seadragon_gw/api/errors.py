@@ -24,7 +24,7 @@ _OPENAI_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
-_OPENAI_PREFIXES = ("/v1/", "/api/chat/completions", "/api/completions", "/api/models")
+_OPENAI_PREFIXES = ("/v1/", "/api/chat/completions", "/api/completions", "/api/models", "/api/ocr")
 
 
 @dataclass
