@@ -23,6 +23,7 @@ from .api.fastpath import FastPath
 from .api.jobs_routes import jobs_routes
 from .api.openapi import openapi_routes
 from .api.ops_routes import ops_routes
+from .api.passthrough_routes import passthrough_routes
 from .api.request_id import RequestIdMiddleware
 from .api.routes import OllamaPrefix, all_routes, native_routes
 from .api.seed_routes import seed_routes
@@ -61,6 +62,7 @@ def create_app(config: GatewayConfig, clocks: Clocks | None = None,
     routes += [*ws_routes(), *seed_routes()]  # issue 8: /api/ws, seed 002's names without /api
     routes += web_routes()  # issue 10: /admin, /chat (GET; POST /chat is seed 002's), /web/*, overview
     routes += openapi_routes()  # issue 10: /openapi.json, /docs
+    routes += passthrough_routes()  # issue 9: seed 003's images, speech, transcriptions
     routes.append(Route("/api/ollama{rest:path}", OllamaPrefix(Router(native_routes()))))
     return FastPath(Starlette(
         routes=routes,

@@ -8,6 +8,7 @@ them. Everything is deterministic except timestamps.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -248,3 +249,9 @@ def openai_embeddings(model: str, inputs: list[str]) -> dict[str, Any]:
     data = [{"object": "embedding", "embedding": embedding_for(t), "index": i} for i, t in enumerate(inputs)]
     tokens = max(sum(len(t.split()) for t in inputs), 1)
     return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def multipart_field(body: bytes, name: str) -> str | None:
+    """The value of a small form field in a multipart body (the fake transcription server's read)."""
+    match = re.search(rb'name="' + re.escape(name.encode()) + rb'"\r\n\r\n([^\r]*)\r\n', body)
+    return match.group(1).decode() if match else None

@@ -103,6 +103,10 @@ class FakeApi:
             "/v1/chat/completions": {"POST": lambda r: self._v1_generate(r, chat=True)},
             "/v1/completions": {"POST": lambda r: self._v1_generate(r, chat=False)},
             "/v1/embeddings": {"POST": self._v1_embeddings},
+            # seed 003's multi-modal routes, as an OpenAI-compatible media server answers them
+            "/v1/images/generations": {"POST": self._v1_images},
+            "/v1/audio/speech": {"POST": self._v1_speech},
+            "/v1/audio/transcriptions": {"POST": self._v1_transcription},
         }
         prefixes: list[tuple[str, dict[str, Handler]]] = [("/v1/models/", {"GET": self._v1_model})]
         if self.kind == "openai":
@@ -263,3 +267,25 @@ class FakeApi:
             return used
         body, model = used
         return _json(p.openai_embeddings(model, _as_list(body.get("input"))))
+
+    # ------------------------------------------------------------ multi-modal handlers
+
+    def _v1_images(self, rec: Recorded) -> Reply:
+        used = self._use(rec, openai=True)
+        if isinstance(used, Reply):
+            return used
+        image = {"b64_json": "aW1hZ2U=", "revised_prompt": used[0].get("prompt")}
+        return _json({"created": 1700000000, "data": [image]})
+
+    def _v1_speech(self, rec: Recorded) -> Reply:
+        used = self._use(rec, openai=True)
+        if isinstance(used, Reply):
+            return used
+        return Reply(200, b"ID3 fake audio: " + str(used[0].get("input", "")).encode(), "audio/mpeg")
+
+    def _v1_transcription(self, rec: Recorded) -> Reply:
+        """The multipart body is not parsed beyond its `model` field: the text says what arrived."""
+        model = p.multipart_field(rec.body, "model")
+        if self._find(model) is None:
+            return _json(p.openai_error(f"model '{model}' not found", 404), 404)
+        return _json({"text": f"{len(rec.body)} bytes for {model}"})
