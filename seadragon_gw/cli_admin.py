@@ -43,6 +43,9 @@ def add_admin_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser],
     p = command(users, "set-tier", users_set_tier, "give a user a rate-limit tier ('default' for none)")
     p.add_argument("username")
     p.add_argument("tier")
+    p = command(users, "set-admin", users_set_admin, "make a user an admin (yes) or not (no)")
+    p.add_argument("username")
+    p.add_argument("admin", choices=["yes", "no"])
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     p = command(keys, "create", keys_create, "create an API key (shown once)")
@@ -131,6 +134,12 @@ async def users_set_tier(admin: AdminService, args: argparse.Namespace) -> int:
     tier = None if args.tier == "default" else args.tier
     user = await admin.change_user(args.username, {"tier": tier}, CONSOLE)
     print(f"user '{user.username}' now has {'tier ' + user.tier if user.tier else 'the default limits'}")
+    return 0
+
+
+async def users_set_admin(admin: AdminService, args: argparse.Namespace) -> int:
+    user = await admin.change_user(args.username, {"is_admin": args.admin == "yes"}, CONSOLE)
+    print(f"user '{user.username}' is {'now' if user.is_admin else 'no longer'} an admin")
     return 0
 
 

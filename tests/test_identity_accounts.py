@@ -164,6 +164,29 @@ def test_the_last_active_admin_cannot_be_deactivated(gateways: GatewayFactory, b
     assert native_error(admin.request("POST", "/api/admin/users/deputy/deactivate"), 409)
 
 
+def test_an_admin_makes_a_user_admin_and_back_but_never_demotes_the_last_one(
+        gateways: GatewayFactory, backend: FakeBackend) -> None:
+    gw = start(gateways, [backend])
+    admin = Admin(gw.url)
+    jwt = new_user(gw.url, admin, "wes")["access_token"]
+    assert http.get(gw.url + "/api/admin/users", headers=bearer(jwt)).status_code == 403
+    promoted = admin.ok("PATCH", "/api/admin/users/wes", {"is_admin": True})
+    assert (promoted["username"], promoted["is_admin"]) == ("wes", True)
+    # The same token, issued before: admin at once (the authenticator reads the user, not the claims).
+    assert http.get(gw.url + "/api/admin/users", headers=bearer(jwt)).status_code == 200
+    refused = admin.request("PATCH", "/api/admin/users/wes", {"is_admin": False})
+    assert native_error(refused, 409) == "'wes' is the last active admin; make another admin first"
+    new_user(gw.url, admin, "xia", is_admin=True)
+    assert admin.ok("PATCH", "/api/admin/users/wes", {"is_admin": False})["is_admin"] is False
+    assert http.get(gw.url + "/api/admin/users", headers=bearer(jwt)).status_code == 403
+    assert native_error(admin.request("PATCH", "/api/admin/users/wes", {"is_admin": "yes"}), 400) == \
+        "is_admin: must be true or false"
+    assert native_error(admin.request("PATCH", "/api/admin/users/wes", {}), 400) == \
+        "tier or is_admin: required (tier null for the default limits)"
+    assert native_error(admin.request("PATCH", "/api/admin/users/ghost", {"is_admin": True}), 404) == \
+        "no user 'ghost'"
+
+
 # ------------------------------------------------------------------ login throttling and hashing
 
 

@@ -158,6 +158,16 @@ def test_admin_create_with_password_stdin_then_login(gateways: GatewayFactory, c
 # ------------------------------------------------------------------ bootstrap
 
 
+def test_users_set_admin_yes_and_no(config: Path) -> None:
+    ok(cli(config, "admin", "create", "ann", "--password-stdin", stdin=ADMIN_PASSWORD + "\n"))
+    ok(cli(config, "admin", "create", "bob", "--password-stdin", stdin=ADMIN_PASSWORD + "\n"))
+    assert ok(cli(config, "users", "set-admin", "bob", "no")).strip() == "user 'bob' is no longer an admin"
+    last = cli(config, "users", "set-admin", "ann", "no")
+    assert (last.returncode, last.stderr.strip()) == (
+        1, "seadragon-gw: 'ann' is the last active admin; make another admin first")
+    assert ok(cli(config, "users", "set-admin", "bob", "yes")).strip() == "user 'bob' is now an admin"
+
+
 def test_bootstrap_prints_a_one_time_admin_token(
         gateways: GatewayFactory, backend: FakeBackend, capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:

@@ -264,6 +264,10 @@ ADMIN_CALLS = [
     ("POST", "/api/admin/models/b0/profile?profile=large", None),
     ("GET", "/api/admin/models/b0/logs", None),
     ("GET", "/api/admin/backends", None),
+    ("GET", "/api/admin/overview", None),  # the admin page's overview (issue 10)
+    ("POST", "/api/admin/ocr/resolution?resolution=tiny", None),  # OCR (issue 9)
+    ("POST", "/admin/ocr/resolution?resolution=tiny", None),
+    ("PATCH", "/api/admin/users/victim", {"is_admin": True}),
 ]
 # Which route template each call exercises, to check the list covers the app's routes.
 ADMIN_TEMPLATES = {
@@ -276,7 +280,7 @@ ADMIN_TEMPLATES = {
     ("GET", "/api/admin/missing-models"),
     ("GET", "/api/admin/models"), ("POST", "/api/admin/models/{name}/start"), ("POST", "/api/admin/models/{name}/stop"),
     ("POST", "/api/admin/models/{name}/profile"), ("GET", "/api/admin/models/{name}/logs"),
-    ("GET", "/api/admin/backends"),
+    ("GET", "/api/admin/backends"), ("GET", "/api/admin/overview"), ("POST", "/api/admin/ocr/resolution"),
 }
 
 

@@ -118,5 +118,5 @@ def test_seed_002_names_need_the_same_credential_and_answer_errors_natively(
     assert native_error(httpx.post(gw.url + "/chat", json=body), 401) == "unauthorized: missing or invalid credentials"
     assert native_error(httpx.post(gw.url + "/chat", json={**body, "model": "nope"}, headers=ALICE),
                         404) == "model 'nope' not found"
-    assert native_error(httpx.get(gw.url + "/chat"), 405) == "method not allowed"
+    assert native_error(httpx.put(gw.url + "/chat"), 405) == "method not allowed"
     assert backend.inference_requests() == []

@@ -42,7 +42,7 @@ KEY_FIELDS = {"name", "priority", "expires_in_s", "allowed_models", "rate_limit_
 WHITELIST_FIELDS = {"ip", "priority", "label"}
 TOKEN_FIELDS = {"expires_in_s", "is_admin", "note"}
 USER_FIELDS = {"username", "password", "is_admin", "tier"}
-USER_CHANGE_FIELDS = {"tier"}
+USER_CHANGE_FIELDS = {"tier", "is_admin"}
 MAX_PRIORITY = 1000
 
 
@@ -210,16 +210,23 @@ class AdminService:
         return user
 
     async def change_user(self, username: str, data: f.Fields, actor: Actor) -> User:
-        """Change what may change about a user: its rate-limit tier (null: the default)."""
+        """Change what may change about a user: its rate-limit tier (null: the default) and
+        whether it is an admin (the last active admin is never demoted). Both take effect at
+        once: the authenticator reads them from the user snapshot reloaded by `on_change`."""
         f.reject_unknown(data, USER_CHANGE_FIELDS)
-        if "tier" not in data:
-            raise InvalidInput("tier: required (null for the default limits)")
-        tier = f.tier(data, self.tiers)
+        if not data:
+            raise InvalidInput("tier or is_admin: required (tier null for the default limits)")
+        tier = f.tier(data, self.tiers) if "tier" in data else None
+        is_admin = f.boolean(data, "is_admin") if "is_admin" in data else None
         _within_scope(actor, None, "a user")
-        user = await self.store.users.set_tier(username, tier)
+        user: User | None = None
+        if "tier" in data:
+            user = await self.store.users.set_tier(username, tier)
+        if is_admin is not None:
+            user = await self.store.users.set_admin(username, is_admin)
         if user is None:
             raise NotFound(f"no user '{username}'")
-        log.info("%s set the tier of user %s to %s", actor.name, user.username, tier or "the default")
+        log.info("%s changed user %s: %s", actor.name, user.username, ", ".join(sorted(data)))
         await self.on_change()
         return user
 

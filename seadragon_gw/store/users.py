@@ -107,6 +107,20 @@ class UserRepo:
         assert row is not None
         return _from_row(row)
 
+    async def set_admin(self, username_or_id: str | int, is_admin: bool) -> User | None:
+        """Make a user an admin or not; None if there is no such user. Raises `LastActiveAdmin`
+        rather than demote the last active admin, decided in the same transaction."""
+        async with self._db.transaction() as tx:
+            row = await _find(tx, username_or_id)
+            if row is None:
+                return None
+            if not is_admin and row["is_active"]:
+                await _refuse_last_admin(tx, row)
+            await tx.execute("UPDATE users SET is_admin = ? WHERE id = ?", (int(is_admin), row["id"]))
+            row = await tx.fetchone(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (row["id"],))
+        assert row is not None
+        return _from_row(row)
+
     async def update_password_hash(self, user_id: int, password_hash: str) -> bool:
         result = await self._db.execute(
             "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)
