@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -103,6 +104,34 @@ async def test_newer_schema_is_refused(db_path: str) -> None:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     with pytest.raises(StoreError, match="newer"):
         await Database.open(db_path)
+
+
+def _workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+
+
+def _unopenable(tmp_path: Path, kind: str) -> str:
+    if kind == "no such folder":
+        blocker = tmp_path / "a-file"
+        blocker.write_text("x")
+        return str(blocker / "gw.db")  # sqlite3.connect itself fails
+    path = tmp_path / "gw.db"
+    if kind == "corrupt":
+        path.write_bytes(b"this is definitely not sqlite" * 200)
+    else:
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["no such folder", "corrupt", "newer schema"])
+async def test_a_failed_open_leaves_no_connection_thread_behind(tmp_path: Path, kind: str) -> None:
+    """Every failed open has stopped aiosqlite's worker thread before it raises: one left
+    running reports to the event loop later, after it may have closed."""
+    before = set(_workers())
+    with pytest.raises(StoreError):
+        await Database.open(_unopenable(tmp_path, kind))
+    assert [t for t in _workers() if t not in before and t.is_alive()] == []
 
 
 async def test_data_version_changes_after_another_connection_commits(db: Database) -> None:
@@ -387,7 +416,8 @@ class RecordingFlush:
 async def test_batcher_mark_is_sync() -> None:
     batcher = LastUsedBatcher(RecordingFlush())
     assert not inspect.iscoroutinefunction(batcher.mark)
-    assert batcher.mark(1, 1.0) is None
+    batcher.mark(1, 1.0)  # returns at once, nothing to await
+    assert batcher.pending == 1
 
 
 async def test_batcher_flushes_on_interval_and_on_close() -> None:

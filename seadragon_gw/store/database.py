@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -162,9 +163,11 @@ class Database:
 
 async def _open_writable(path: str) -> aiosqlite.Connection | None:
     """The normal connection, migrated; None when SQLite finds it cannot write the file."""
+    conn = aiosqlite.connect(path, isolation_level=None)
     try:
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn
     except sqlite3.Error as exc:
+        await _worker_stopped(conn)
         raise StoreError(_describe(path, exc)) from None
     try:
         await _prepare(conn)
@@ -188,9 +191,11 @@ async def _open_read_only(path: str) -> aiosqlite.Connection:
     uri = "file:" + urllib.parse.quote(os.path.abspath(path))  # noqa: ASYNC240 (no I/O: a string)
     failure: BaseException | None = None
     for flags in ("mode=ro", "immutable=1"):
+        conn = aiosqlite.connect(f"{uri}?{flags}", uri=True, isolation_level=None)
         try:
-            conn = await aiosqlite.connect(f"{uri}?{flags}", uri=True, isolation_level=None)
+            await conn
         except sqlite3.Error as exc:
+            await _worker_stopped(conn)
             failure = exc
             continue
         try:
@@ -262,6 +267,17 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
     """Roll back if a transaction is open (SQLite may already have ended it on error)."""
     if conn.in_transaction:
         await _run(conn, "ROLLBACK")
+
+
+async def _worker_stopped(conn: aiosqlite.Connection) -> None:
+    """Wait for the worker thread of a connection that failed to connect. aiosqlite stops it
+    then, and the thread reports its stop to this event loop; left running, it may report to a
+    loop that has closed meanwhile ("Event loop is closed" in a thread: a failed open in a
+    short-lived loop, such as a CLI command's or a test's)."""
+    thread = getattr(conn, "_thread", None)  # aiosqlite keeps no public handle on it
+    if isinstance(thread, threading.Thread) and thread.is_alive():
+        await asyncio.to_thread(thread.join, 10.0)
+    await asyncio.sleep(0)  # the stop's own callback, already scheduled, runs now
 
 
 async def _close_quietly(conn: aiosqlite.Connection) -> None:
