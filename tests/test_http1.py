@@ -164,6 +164,31 @@ async def test_a_chunked_request_body_is_streamed() -> None:
     assert received == [b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"]
 
 
+async def test_a_request_body_that_fails_midway_closes_the_backend_connection() -> None:
+    """A client gone mid-upload (or a limit cutting the body) must not leave the backend
+    waiting for the rest of a half-sent chunked body on an open connection."""
+    seen: list[bytes] = []
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        seen.append(await reader.read())  # everything until the gateway closes the connection
+        closed.set()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"abc"
+        raise ConnectionResetError("the client went away")
+
+    async with Script(handler) as script:
+        pool = script.pool()
+        with pytest.raises(ConnectionResetError):
+            await pool.request("POST", "/api/blobs/x", [], body())
+        async with asyncio.timeout(5):
+            await closed.wait()
+        await pool.close()
+    assert seen == [b"3\r\nabc\r\n"]  # the part sent, then EOF: no terminating chunk, no hang
+
+
 async def test_silence_before_the_head_and_mid_body_times_out() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head, _ = await read_request(reader)

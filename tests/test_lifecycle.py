@@ -266,3 +266,37 @@ def test_a_well_formed_blob_digest_reaches_the_backend(gw: RunningGateway, backe
     response = httpx.head(gw.url + f"/api/blobs/{digest}", headers=ADMIN)
     assert response.status_code == 404  # the fake has no such blob
     assert [r.path for r in backend.requests if r.path.startswith("/api/blobs")] == [f"/api/blobs/{digest}"]
+
+
+def test_an_admission_step_refusing_after_admitting_gives_the_slot_back(gw: RunningGateway,
+                                                                        observed: Collected) -> None:
+    """A route's own admission step (proxy.forward's `admit=`) that refuses once the request
+    holds a slot: the client gets the refusal and the slot is free again, never held for ever."""
+    from seadragon_gw.api.proxy import Call, _admit, forward
+    from seadragon_gw.errors import InvalidInput
+    from seadragon_gw.lifecycle.route import INFERENCE
+
+    async def admit_then_refuse(gateway: Gateway, call: Call, receive: Any) -> None:
+        await _admit(gateway, call, receive)
+        assert call.exchange is not None and call.exchange.leased  # it holds the free slot now
+        raise InvalidInput("refused after admission")
+
+    body = orjson.dumps({**chat(), "stream": False})
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run(gateway: Gateway) -> None:
+        headers = [(b"authorization", ALICE["Authorization"].encode()), (b"content-type", b"application/json")]
+        scope = {"type": "http", "method": "POST", "path": "/api/chat", "query_string": b"",
+                 "client": ("127.0.0.1", 1), "headers": headers, "seadragon.request_id": "adm-1"}
+        await forward(gateway, INFERENCE["/api/chat"], scope, receive, send, admit=admit_then_refuse)
+
+    gw.await_on_loop(run)
+    assert sent[0]["status"] == 400 and orjson.loads(sent[1]["body"]) == {"error": "refused after admission"}
+    assert gw.drained()
+    assert [(r.outcome, r.status) for r in observed.wait(1)] == [("rejected", 400)]

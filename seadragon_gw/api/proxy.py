@@ -71,11 +71,19 @@ async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Rece
         await (admit or _admit)(gateway, call, receive)
     except (ApiError, GatewayError) as error:
         api_error = _as_api(error)
-        await writer.fail(api_error)
-        gateway.requests.reject(record, error, api_error.status)
+        try:
+            await writer.fail(api_error)
+        finally:
+            if call.exchange is not None:  # an admission step that refused after admitting
+                call.exchange.release(outcome_of(error), api_error.status, error.message)
+            else:
+                gateway.requests.reject(record, error, api_error.status)
         return
     except ClientGone:
-        gateway.recorder.finish(record, "client_gone", 0)
+        if call.exchange is not None:
+            call.exchange.release("client_gone", 0)
+        else:
+            gateway.recorder.finish(record, "client_gone", 0)
         return
     assert call.exchange is not None
     await _run(gateway, call, receive)

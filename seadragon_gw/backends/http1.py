@@ -355,7 +355,11 @@ class Pool:
 
     async def _exchange(self, conn: Connection, method: str, head: bytes,
                         body: bytes | AsyncIterator[bytes] | None) -> Response:
-        response = await conn.send(method, head, body)
+        try:
+            response = await conn.send(method, head, body)
+        except BaseException:  # the body's source failed (a client gone mid-upload, a limit):
+            conn.close()       # the backend must not wait for the rest of a half-sent body
+            raise
         try:
             await response.head()
         except BaseException:
