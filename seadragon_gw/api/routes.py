@@ -9,6 +9,7 @@ from ..lifecycle.route import INFERENCE, RouteSpec
 from . import metadata
 from .context import gateway_of
 from .models_routes import models_routes
+from .ocr_routes import ocr_routes
 from .proxy import forward
 from .show import Show
 
@@ -85,5 +86,6 @@ def all_routes() -> list[BaseRoute]:
     return [
         *native_routes(),
         *openai_routes(),
+        *ocr_routes(),  # issue 9: POST /api/ocr, seed 004's OCR resolution switch
         *models_routes(),  # issue 9: /api/admin/models (start, stop, profile, logs), /api/admin/backends
     ]
