@@ -159,6 +159,37 @@ def test_an_api_key_gets_its_tier_and_its_own_rate_overrides_it(limited: Limited
                                                       "for api key 'batch'")
 
 
+def test_two_api_keys_named_alike_have_a_bucket_each(limited: Limited) -> None:
+    """A bucket belongs to the key (its id), not to its name: names are not unique."""
+    admin = Admin(limited.url)
+    first, second = ({"X-API-Key": admin.create_key("ci")["key"]} for _ in range(2))
+    limited.passes(first, 3)
+    assert native_error(limited.chat(first), 429) == (
+        "rate limit exceeded: 60 requests per minute (burst 3) for api key 'ci'")
+    assert limited.me(second)["remaining"] == 3
+    limited.passes(second, 3)
+    assert limited.chat(second).status_code == 429
+    assert limited.gw.on_loop(lambda g: g.limits.clients) == 2
+
+
+def test_two_api_keys_named_alike_have_a_daily_quota_each(gateways: GatewayFactory, backend: FakeBackend) -> None:
+    """The day's count is per key too, also when a restart reads it back from the usage log."""
+    first = Limited(gateways, backend)
+    admin = Admin(first.url)
+    one, other = ({"X-API-Key": admin.create_key("batch", tier="free")["key"]} for _ in range(2))
+    first.passes(one, 3)
+    assert native_error(first.chat(one), 429) == ("daily quota exceeded: 3 requests per day for api key 'batch' "
+                                                  "(tier 'free'); it resets at 00:00 UTC")
+    first.passes(other, 1)
+    assert (first.me(one)["requests_today"], first.me(other)["requests_today"]) == (3, 1)
+    first.gw.server.stop()  # the usage log is written on the way out
+    second = Limited(gateways, backend)
+    assert (second.me(one)["requests_today"], second.me(other)["requests_today"]) == (3, 1)
+    assert second.chat(one).status_code == 429
+    second.passes(other, 2)
+    assert native_error(second.chat(other), 429).startswith("daily quota exceeded: 3 requests per day")
+
+
 def test_a_users_tier_applies_to_its_logins(limited: Limited, tmp_path: Path) -> None:
     admin = Admin(limited.url)
     token = admin.registration_token()

@@ -67,6 +67,32 @@ async def test_migrations_set_user_version_and_are_idempotent(db_path: str) -> N
             "request_log"} <= tables
 
 
+def _at_version(path: str, version: int) -> sqlite3.Connection:
+    """A database made by a program that knew the first `version` migrations."""
+    conn = sqlite3.connect(path)
+    for script in MIGRATIONS[:version]:
+        conn.executescript(script)
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
+async def test_v6_gives_old_usage_rows_the_key_id_where_the_name_is_one_keys(db_path: str) -> None:
+    with _at_version(db_path, 5) as conn:
+        for key_id, name in ((1, "solo"), (2, "dup"), (3, "dup")):
+            conn.execute("INSERT INTO api_keys (id, name, prefix, key_hash, priority, created_at) "
+                         "VALUES (?, ?, 'sdk-x', ?, 2, 0)", (key_id, name, f"h{key_id}"))
+        for credential in ("apikey:solo", "apikey:dup", "token:solo", None):
+            conn.execute("INSERT INTO usage_log (ts, request_id, method, route, credential, status, outcome, "
+                         "is_error, stream, bytes_out) VALUES (0, 'r', 'POST', '/api/chat', ?, 200, 'ok', 0, 0, 0)",
+                         (credential,))
+    database = await Database.open(db_path)
+    try:
+        rows = await database.fetchall("SELECT credential, key_id FROM usage_log ORDER BY id")
+    finally:
+        await database.close()
+    assert [tuple(r) for r in rows] == [("apikey:solo", 1), ("apikey:dup", None), ("token:solo", None), (None, None)]
+
+
 async def test_journal_mode_and_pragmas(db: Database) -> None:
     assert (await db.fetchone("PRAGMA journal_mode"))[0] == "delete"  # type: ignore[index]
     assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]

@@ -22,7 +22,7 @@ from tests.conftest import ADMIN, FakeClock, GatewayFactory, RunningGateway
 from tests.support.checks import native_error, poll
 from tests.support.fakebackend import FakeBackend
 from tests.support.gwclient import GatewayClient, wait_until
-from tests.support.identity import bearer
+from tests.support.identity import Admin, bearer
 
 NOON = 1_800_014_400.0  # 2027-01-15T12:00:00Z
 DAY = 86_400.0
@@ -97,6 +97,18 @@ def test_usage_grouped_by_each_key_matches_the_requests_sent(logged: Logged) -> 
     overall = logged.groups()
     assert [(g["requests"], g["errors"], g["tokens_in"], g["tokens_out"]) for g in overall] == [(6, 2, 4, 12)]
     assert "client" not in overall[0]
+
+
+def test_usage_by_credential_tells_two_api_keys_named_alike_apart(logged: Logged) -> None:
+    admin = Admin(logged.url)
+    first, second = (admin.create_key("ci") for _ in range(2))
+    for key, n in ((first, 2), (second, 1)):
+        for _ in range(n):
+            logged.send({"X-API-Key": key["key"]})
+    logged.send(ALICE)
+    logged.recorded(4)
+    groups = {(g["credential"], g["key_id"]): g["requests"] for g in logged.groups(group_by="credential")}
+    assert groups == {("apikey:ci", first["id"]): 2, ("apikey:ci", second["id"]): 1, ("token:alice", None): 1}
 
 
 def test_usage_filters_by_time_client_and_model(logged: Logged) -> None:

@@ -12,7 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 DAY_S = 86400.0
-ClientKey = tuple[str, str]  # (credential kind, credential name)
+ClientKey = tuple[str, str | int]
+"""(credential kind, the credential): an API key by its id (two keys may share a name, and
+each has its own bucket and day), every other credential by its name, unique in its kind."""
+
+
+def client_key(kind: str, name: str, key_id: int | None) -> ClientKey:
+    return (kind, key_id) if kind == "apikey" and key_id is not None else (kind, name)
 
 
 @dataclass(slots=True)

@@ -5,7 +5,8 @@ routing and before queueing, so a request refused earlier is never counted) and 
 observer (`request_finished`, adding the answer's prompt + completion tokens to the client's
 day). Both are a dict lookup or two and a little float arithmetic.
 
-A client is the credential: (kind, name) of its Principal. Its bucket holds up to `burst`
+A client is the credential: an API key by its id, any other credential by its kind and
+name (`daily.client_key`), so two keys named alike never share a bucket or a day. Its bucket holds up to `burst`
 requests and refills at `per_minute / 60` per second on the monotonic clock; a request takes
 one, and with less than one left it is refused with 429 (`Retry-After`: when one is back;
 `X-RateLimit-Reset`: seconds until the bucket is full). Buckets are kept for at most
@@ -28,7 +29,7 @@ from ..config import RateLimitsConfig
 from ..lifecycle.service import RequestService
 from ..records.observers import Recorder
 from ..records.record import RequestRecord
-from .daily import ClientKey, DailyCounts, DayCount
+from .daily import ClientKey, DailyCounts, DayCount, client_key
 from .errors import RateLimited
 from .policy import Limits
 from .tiers import TierResolver
@@ -45,8 +46,8 @@ class _Bucket:
         self.at = at
 
 
-def _who(kind: str, name: str) -> str:
-    return f"{_WHO.get(kind, kind)} '{name}'"
+def _who(principal: Principal) -> str:
+    return f"{_WHO.get(principal.kind, principal.kind)} '{principal.name}'"
 
 
 def _number(value: float) -> int | float:
@@ -85,15 +86,15 @@ class RateLimiter:
         """Take one request from the client's bucket and day, or raise RateLimited."""
         if principal.kind == "anonymous":
             return
-        key = (principal.kind, principal.name)
+        key = client_key(principal.kind, principal.name, principal.key_id)
         limits = self.resolver.limits_for(principal)
         count = self.daily.of(key)
         if limits.has_quota:
-            self._check_quota(key, limits, count)
-        self._take(key, limits)
+            self._check_quota(principal, limits, count)
+        self._take(key, principal, limits)
         count.requests += 1
 
-    def _take(self, key: ClientKey, limits: Limits) -> None:
+    def _take(self, key: ClientKey, principal: Principal, limits: Limits) -> None:
         now = self._monotonic()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -103,7 +104,7 @@ class RateLimiter:
             bucket.level = min(float(limits.burst), bucket.level + (now - bucket.at) * limits.rate)
             bucket.at = now
         if bucket.level < 1.0 - _EPSILON:
-            raise self._rate_error(key, limits, bucket.level)
+            raise self._rate_error(principal, limits, bucket.level)
         bucket.level -= 1.0
 
     def _new_bucket(self, key: ClientKey, limits: Limits, now: float) -> _Bucket:
@@ -112,23 +113,23 @@ class RateLimiter:
         bucket = self._buckets[key] = _Bucket(float(limits.burst), now)
         return bucket
 
-    def _check_quota(self, key: ClientKey, limits: Limits, count: DayCount) -> None:
+    def _check_quota(self, principal: Principal, limits: Limits, count: DayCount) -> None:
         if limits.requests_per_day is not None and count.requests >= limits.requests_per_day:
-            raise self._quota_error(key, limits, f"{limits.requests_per_day} requests", limits.requests_per_day)
+            raise self._quota_error(principal, limits, f"{limits.requests_per_day} requests", limits.requests_per_day)
         if limits.tokens_per_day is not None and count.tokens >= limits.tokens_per_day:
-            raise self._quota_error(key, limits, f"{limits.tokens_per_day} tokens", limits.tokens_per_day)
+            raise self._quota_error(principal, limits, f"{limits.tokens_per_day} tokens", limits.tokens_per_day)
 
-    def _rate_error(self, key: ClientKey, limits: Limits, level: float) -> RateLimited:
+    def _rate_error(self, principal: Principal, limits: Limits, level: float) -> RateLimited:
         rate = limits.rate
         message = (f"rate limit exceeded: {limits.per_minute:g} requests per minute (burst {limits.burst}) "
-                   f"for {_who(*key)}{_tier_note(limits)}")
+                   f"for {_who(principal)}{_tier_note(limits)}")
         headers = {"X-RateLimit-Limit": f"{limits.per_minute:g}", "X-RateLimit-Remaining": "0",
                    "X-RateLimit-Reset": str(math.ceil((limits.burst - level) / rate - _EPSILON))}
         return RateLimited(message, retry_after_s=max(0.0, 1.0 - level) / rate, headers=headers)
 
-    def _quota_error(self, key: ClientKey, limits: Limits, what: str, limit: int) -> RateLimited:
+    def _quota_error(self, principal: Principal, limits: Limits, what: str, limit: int) -> RateLimited:
         left = self.daily.seconds_left()
-        message = (f"daily quota exceeded: {what} per day for {_who(*key)}{_tier_note(limits)}; "
+        message = (f"daily quota exceeded: {what} per day for {_who(principal)}{_tier_note(limits)}; "
                    "it resets at 00:00 UTC")
         headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0",
                    "X-RateLimit-Reset": str(math.ceil(left))}
@@ -140,17 +141,19 @@ class RateLimiter:
         prompt, completion = record.prompt_tokens, record.completion_tokens
         if (prompt is None and completion is None) or record.credential_kind is None:
             return
-        count = self.daily.get((record.credential_kind, record.credential_name or ""))
+        count = self.daily.get(client_key(record.credential_kind, record.credential_name or "", record.key_id))
         if count is not None:
             count.tokens += (prompt or 0) + (completion or 0)
 
-    def restore(self, totals: Mapping[str, tuple[int, int]]) -> None:
-        """Today's requests and tokens per credential ("kind:name") from the usage log, so a
-        restart does not hand every client a fresh day."""
+    def restore(self, totals: Mapping[tuple[str, int | None], tuple[int, int]]) -> None:
+        """Today's requests and tokens per credential ("kind:name" and an API key's id) from
+        the usage log, so a restart does not hand every client a fresh day."""
         parsed: dict[ClientKey, tuple[int, int]] = {}
-        for credential, value in totals.items():
+        for (credential, key_id), (requests, tokens) in totals.items():
             kind, _, name = credential.partition(":")
-            parsed[(kind, name)] = value
+            key = client_key(kind, name, key_id)
+            before = parsed.get(key, (0, 0))
+            parsed[key] = (before[0] + requests, before[1] + tokens)
         self.daily.load(parsed)
 
     # -- what a caller may see --------------------------------------------------------------
@@ -158,7 +161,7 @@ class RateLimiter:
         """The caller's limits and what is left of them (`GET /auth/me`)."""
         if not self.enabled or principal.kind == "anonymous":
             return {"enabled": False}
-        key = (principal.kind, principal.name)
+        key = client_key(principal.kind, principal.name, principal.key_id)
         limits = self.resolver.limits_for(principal)
         level = self._level(key, limits)
         count = self.daily.get(key) or DayCount()

@@ -205,7 +205,18 @@ ALTER TABLE usage_log ADD COLUMN profile TEXT;
 ALTER TABLE jobs ADD COLUMN profile TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+# v6: a usage row names the API key by its id too: two keys may share a name, and each has its
+# own daily quota (counted again from this log after a restart) and its own line in the usage
+# by credential. Rows written before name a key by its name only: those of a name only one key
+# has get its id.
+_V6 = """
+ALTER TABLE usage_log ADD COLUMN key_id INTEGER;
+UPDATE usage_log SET key_id = (SELECT k.id FROM api_keys k WHERE 'apikey:' || k.name = usage_log.credential)
+WHERE credential LIKE 'apikey:%'
+AND (SELECT COUNT(*) FROM api_keys k WHERE 'apikey:' || k.name = usage_log.credential) = 1;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:

@@ -16,20 +16,22 @@ from .database import Database
 
 GroupBy = Literal["client", "model", "day", "credential"]
 
-# Grouping expressions by name: the only SQL that is chosen by a caller, from this table.
-_GROUP_SQL: dict[GroupBy | None, str] = {
-    None: "NULL",
-    "client": "client",
-    "model": "model",
-    "credential": "credential",
-    "day": "date(ts, 'unixepoch')",
+# Grouping expressions by name: the only SQL that is chosen by a caller, from this table. The
+# second tells apart API keys that share a name (a credential's group is its name and key id).
+_GROUP_SQL: dict[GroupBy | None, tuple[str, str]] = {
+    None: ("NULL", "NULL"),
+    "client": ("client", "NULL"),
+    "model": ("model", "NULL"),
+    "credential": ("credential", "key_id"),
+    "day": ("date(ts, 'unixepoch')", "NULL"),
 }
 
 
 class UsageRow(NamedTuple):
     """One finished request, a tuple so that it goes to `executemany` as it is. `credential`
-    is "kind:name"; `client` the X-Client-ID, else the credential; `model` the routing key
-    (`llama3` is `llama3:latest`). Times in seconds."""
+    is "kind:name" (`key_id` the API key's id: names are not unique); `client` the
+    X-Client-ID, else the credential; `model` the routing key (`llama3` is `llama3:latest`).
+    Times in seconds."""
 
     ts: float
     request_id: str
@@ -50,6 +52,7 @@ class UsageRow(NamedTuple):
     tokens_out: int | None
     bytes_out: int
     profile: str | None = None  # the managed profile asked for (schema v5)
+    key_id: int | None = None  # the API key's id (schema v6)
 
 
 _COLUMNS = ", ".join(UsageRow._fields)
@@ -86,6 +89,8 @@ class Timing:
 
 @dataclass(frozen=True, slots=True)
 class UsageGroup:
+    """`key_id`: grouped by credential, the API key's id (None for other credentials)."""
+
     key: str | None
     requests: int
     errors: int
@@ -94,6 +99,7 @@ class UsageGroup:
     queue_wait_s: Timing
     upstream_s: Timing
     ttfb_avg_s: float | None
+    key_id: int | None = None
 
 
 class UsageRepo:
@@ -109,42 +115,44 @@ class UsageRepo:
     async def aggregate(self, query: UsageQuery) -> list[UsageGroup]:
         """One group per value of `query.group_by` (one overall group without it)."""
         where, params = _where(query)
-        group = _GROUP_SQL[query.group_by]
+        group, sub = _GROUP_SQL[query.group_by]
         rows = await self._db.fetchall(
-            f"SELECT {group} AS grp, COUNT(*) AS requests, SUM(is_error) AS errors, "
+            f"SELECT {group} AS grp, {sub} AS sub, COUNT(*) AS requests, SUM(is_error) AS errors, "
             "COALESCE(SUM(tokens_in), 0) AS tokens_in, COALESCE(SUM(tokens_out), 0) AS tokens_out, "
             "AVG(queue_wait_s) AS qw_avg, MAX(queue_wait_s) AS qw_max, AVG(upstream_s) AS up_avg, "
             "MAX(upstream_s) AS up_max, AVG(ttfb_s) AS ttfb_avg "
-            f"FROM usage_log {where} GROUP BY grp ORDER BY grp", params)
-        queue_p95 = await self._p95(group, "queue_wait_s", where, params)
-        upstream_p95 = await self._p95(group, "upstream_s", where, params)
+            f"FROM usage_log {where} GROUP BY grp, sub ORDER BY grp, sub", params)
+        queue_p95 = await self._p95(group, sub, "queue_wait_s", where, params)
+        upstream_p95 = await self._p95(group, sub, "upstream_s", where, params)
         return [UsageGroup(
             key=None if r["grp"] is None else str(r["grp"]), requests=r["requests"], errors=r["errors"] or 0,
             tokens_in=r["tokens_in"], tokens_out=r["tokens_out"],
-            queue_wait_s=Timing(r["qw_avg"], queue_p95.get(r["grp"]), r["qw_max"]),
-            upstream_s=Timing(r["up_avg"], upstream_p95.get(r["grp"]), r["up_max"]),
-            ttfb_avg_s=r["ttfb_avg"]) for r in rows]
+            queue_wait_s=Timing(r["qw_avg"], queue_p95.get((r["grp"], r["sub"])), r["qw_max"]),
+            upstream_s=Timing(r["up_avg"], upstream_p95.get((r["grp"], r["sub"])), r["up_max"]),
+            ttfb_avg_s=r["ttfb_avg"], key_id=r["sub"]) for r in rows]
 
-    async def _p95(self, group: str, column: str, where: str, params: list[object]) -> dict[object, float]:
+    async def _p95(self, group: str, sub: str, column: str, where: str,
+                   params: list[object]) -> dict[tuple[object, object], float]:
         """Nearest-rank 95th percentile of `column` per group: the smallest value whose rank
         is at least 95 % of the group's count."""
         present = f"{where} AND {column} IS NOT NULL" if where else f"WHERE {column} IS NOT NULL"
         rows = await self._db.fetchall(
-            "SELECT grp, MIN(v) AS p95 FROM ("
-            f" SELECT grp, v, ROW_NUMBER() OVER (PARTITION BY grp ORDER BY v) AS rn,"
-            f" COUNT(*) OVER (PARTITION BY grp) AS n"
-            f" FROM (SELECT {group} AS grp, {column} AS v FROM usage_log {present})"
-            ") WHERE rn * 100 >= n * 95 GROUP BY grp", params)
-        return {r["grp"]: r["p95"] for r in rows}
+            "SELECT grp, sub, MIN(v) AS p95 FROM ("
+            f" SELECT grp, sub, v, ROW_NUMBER() OVER (PARTITION BY grp, sub ORDER BY v) AS rn,"
+            f" COUNT(*) OVER (PARTITION BY grp, sub) AS n"
+            f" FROM (SELECT {group} AS grp, {sub} AS sub, {column} AS v FROM usage_log {present})"
+            ") WHERE rn * 100 >= n * 95 GROUP BY grp, sub", params)
+        return {(r["grp"], r["sub"]): r["p95"] for r in rows}
 
-    async def day_totals(self, since: float) -> dict[str, tuple[int, int]]:
-        """Per credential since `since`: requests that passed admission (not refused before
-        queueing) and prompt + completion tokens: what the daily quotas count."""
+    async def day_totals(self, since: float) -> dict[tuple[str, int | None], tuple[int, int]]:
+        """Per credential ("kind:name" and an API key's id) since `since`: requests that passed
+        admission (not refused before queueing) and prompt + completion tokens: what the
+        daily quotas count."""
         rows = await self._db.fetchall(
-            "SELECT credential, SUM(outcome != 'rejected') AS requests, "
+            "SELECT credential, key_id, SUM(outcome != 'rejected') AS requests, "
             "COALESCE(SUM(COALESCE(tokens_in, 0) + COALESCE(tokens_out, 0)), 0) AS tokens "
-            "FROM usage_log WHERE ts >= ? AND credential IS NOT NULL GROUP BY credential", (since,))
-        return {r["credential"]: (int(r["requests"] or 0), int(r["tokens"])) for r in rows}
+            "FROM usage_log WHERE ts >= ? AND credential IS NOT NULL GROUP BY credential, key_id", (since,))
+        return {(r["credential"], r["key_id"]): (int(r["requests"] or 0), int(r["tokens"])) for r in rows}
 
     async def demand(self, windows: Sequence[tuple[float, float]]) -> list[Demand]:
         """Requests per model, backend and profile that finished in any of `windows` (each

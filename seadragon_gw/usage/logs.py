@@ -160,8 +160,9 @@ class OpsLogs:
         await self._missing.flush()
         return await self._store.missing_models.recent(limit)
 
-    async def today(self) -> dict[str, tuple[int, int]]:
-        """Requests and tokens per credential since the last UTC midnight (daily quotas)."""
+    async def today(self) -> dict[tuple[str, int | None], tuple[int, int]]:
+        """Requests and tokens per credential ("kind:name", API key id) since the last UTC
+        midnight (daily quotas)."""
         if not self.enabled:
             return {}
         midnight = (self._clock() // DAY_S) * DAY_S

@@ -43,7 +43,7 @@ def usage_row(record: RequestRecord) -> UsageRow:
         status=record.status, outcome=outcome, is_error=outcome not in _NOT_ERRORS or record.status >= 400,
         stream=record.stream, queue_wait_s=record.queue_wait_s, ttfb_s=ttfb_s, upstream_s=upstream_s,
         tokens_in=record.prompt_tokens, tokens_out=record.completion_tokens, bytes_out=record.bytes_out,
-        profile=record.profile)
+        profile=record.profile, key_id=record.key_id)
 
 
 def crash_row(record: RequestRecord) -> CrashRow:

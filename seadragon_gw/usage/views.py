@@ -21,6 +21,8 @@ def _timing(t: Timing) -> dict[str, float | None]:
 
 def group_json(query: UsageQuery, group: UsageGroup) -> dict[str, Any]:
     head: dict[str, Any] = {} if query.group_by is None else {query.group_by: group.key}
+    if query.group_by == "credential":
+        head["key_id"] = group.key_id  # two API keys may share a name
     return {**head, "requests": group.requests, "errors": group.errors, "tokens_in": group.tokens_in,
             "tokens_out": group.tokens_out, "queue_wait_s": _timing(group.queue_wait_s),
             "upstream_s": _timing(group.upstream_s), "time_to_first_byte_s": {"avg": group.ttfb_avg_s}}
