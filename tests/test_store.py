@@ -63,8 +63,17 @@ async def test_migrations_set_user_version_and_are_idempotent(db_path: str) -> N
         await database.close()
     with sqlite3.connect(db_path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"api_keys", "ip_whitelist", "users", "registration_tokens", "settings",
-            "request_log"} <= tables
+    assert {"api_keys", "ip_whitelist", "users", "registration_tokens", "settings", "usage_log", "jobs"} <= tables
+    assert "request_log" not in tables
+
+
+async def test_v7_drops_the_unused_request_log(db_path: str) -> None:
+    with _at_version(db_path, 6) as conn:
+        conn.execute("INSERT INTO request_log (ts, path) VALUES (0, '/api/chat')")
+    await (await Database.open(db_path)).close()  # opened: migrated
+    with sqlite3.connect(db_path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert not {"request_log", "request_log_ts"} & names
 
 
 def _at_version(path: str, version: int) -> sqlite3.Connection:

@@ -216,7 +216,13 @@ WHERE credential LIKE 'apikey:%'
 AND (SELECT COUNT(*) FROM api_keys k WHERE 'apikey:' || k.name = usage_log.credential) = 1;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# v7: `request_log` (v1's placeholder) was never written nor read: the usage log (v3) keeps every
+# finished request instead.
+_V7 = """
+DROP TABLE request_log;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:
