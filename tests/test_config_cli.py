@@ -76,8 +76,14 @@ def test_invalid_yaml(tmp_path: Path) -> None:
 def test_shipped_config_parses() -> None:
     config = load_config(REPO / "config.yaml")
     assert config.server.port == 11435
-    assert [(b.kind, b.url) for b in config.backends] == [("ollama", "http://127.0.0.1:11434"), ("openai", "")]
+    assert [(b.name, b.kind, b.url) for b in config.backends] == [
+        ("local-ollama", "ollama", "http://127.0.0.1:11434"), ("local", "openai", ""), ("ocr", "openai", "")]
     assert config.backends[1].managed is not None  # the built-in local model (tests/test_localmodel.py)
+    ocr = config.backends[2]  # the OCR server (tests/test_ocr_gateway.py reads text through it)
+    assert ocr.role == "ocr" and ocr.managed is not None and ocr.managed.default_profile == "base"
+    assert {name: p.args for name, p in ocr.managed.profiles.items()} == {
+        "tiny": ["--det-limit", "512"], "small": ["--det-limit", "640"], "base": ["--det-limit", "1024"],
+        "large": ["--det-limit", "1280"], "gundam": ["--det-limit", "0"]}
     assert config.base_dir == str(REPO)
 
 

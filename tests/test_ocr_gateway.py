@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra (rapidocr-onnxruntime) is not installed")
 pytest.importorskip("PIL.Image", reason="the ocr extra (Pillow) is not installed")
@@ -61,6 +62,18 @@ def test_reads_text_at_two_resolutions(ocr_gw: RunningGateway) -> None:
     assert base.json()["choices"][0]["message"]["content"] == f"{BIG}\n{SMALL}"
     assert base.json()["usage"] == {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9}
     assert running_profile(ocr_gw) == "base"
+
+
+def test_the_shipped_config_reads_text_out_of_the_box(gateways: GatewayFactory, tmp_path: Path) -> None:
+    """config.yaml's own `ocr` backend, unchanged but for its log folder: /api/ocr works with it."""
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text(encoding="utf-8"))
+    (shipped,) = [b for b in raw["backends"] if b.get("role") == "ocr"]
+    shipped["managed"]["log_dir"] = str(tmp_path / "logs")
+    gw = gateways.start([shipped])
+    response = ocr(gw)  # X-Resolution left out: the default profile, base
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == f"{BIG}\n{SMALL}"
+    assert running_profile(gw) == "base"
 
 
 def test_stream_and_explicit_switch(ocr_gw: RunningGateway) -> None:

@@ -217,8 +217,9 @@ LOCAL = "gemma3:270m"
 
 def shipped_config(root: Path, **managed: Any) -> GatewayConfig:
     raw = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
-    ollama_, local = raw["backends"]
-    assert (ollama_["name"], local["name"]) == ("local-ollama", "local")
+    ollama_, local, ocr = raw["backends"]
+    assert (ollama_["name"], local["name"], ocr["name"]) == ("local-ollama", "local", "ocr")
+    ocr["managed"]["log_dir"] = str(root / "logs")
     ollama_["url"] = f"http://127.0.0.1:{free_port()}"
     local["managed"].update({"log_dir": str(root / "logs"), **managed})
     raw.update(database="gw.db", rate_limits={"enabled": False})
