@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,8 +30,7 @@ import yaml
 
 from seadragon_gw import localmodel
 from seadragon_gw.config import GatewayConfig, parse_config
-from seadragon_gw.gateway import Gateway
-from tests.conftest import ADMIN, ALICE, FAST_AUTH, GatewayFactory, RunningGateway
+from tests.conftest import ADMIN, ALICE, FAST_AUTH, TOKENS, GatewayFactory, RunningGateway
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.realbackend
@@ -216,7 +216,14 @@ LOCAL = "gemma3:270m"
 
 
 def shipped_config(root: Path, **managed: Any) -> GatewayConfig:
-    raw = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    config = parse_config(shipped_raw(root, **managed))
+    config.base_dir = str(root)
+    return config
+
+
+def shipped_raw(root: Path, **managed: Any) -> dict[str, Any]:
+    """The shipped config.yaml as data, with only the environment's keys changed."""
+    raw: dict[str, Any] = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
     ollama_, local, ocr = raw["backends"]
     assert (ollama_["name"], local["name"], ocr["name"]) == ("local-ollama", "local", "ocr")
     ocr["managed"]["log_dir"] = str(root / "logs")
@@ -225,9 +232,7 @@ def shipped_config(root: Path, **managed: Any) -> GatewayConfig:
     raw.update(database="gw.db", rate_limits={"enabled": False})
     raw["auth"].update(tokens_file="tokens.json", **FAST_AUTH)
     raw.setdefault("usage", {})["flush_s"] = 0.05
-    config = parse_config(raw)
-    config.base_dir = str(root)
-    return config
+    return raw
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +313,8 @@ def test_graceful_stop_lets_the_active_request_finish_then_stops(shipped_gw: Run
         lines = answer.iter_lines()
         first = json.loads(next(lines))
         assert first["done"] is False
-        stopping = threading.Thread(target=shipped_gw.await_on_loop, args=(_stop_local,), kwargs={"timeout": 60})
+        stopping = threading.Thread(target=httpx.post, args=(shipped_gw.url + "/api/admin/models/local/stop",),
+                                    kwargs={"params": {"graceful": "true"}, "headers": ADMIN, "timeout": 60})
         stopping.start()
         _wait(lambda: local_state(shipped_gw) in ("stopping", "stopped"), "the graceful stop to begin")
         rest = [json.loads(line) for line in lines]
@@ -320,16 +326,13 @@ def test_graceful_stop_lets_the_active_request_finish_then_stops(shipped_gw: Run
     assert again.done is True and local_state(shipped_gw) == "up"
 
 
-async def _stop_local(gateway: Gateway) -> None:
-    await gateway.registry.stop_backend("local", graceful=True)
-
-
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for whoever reaps it counts as ended)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def test_idle_local_model_is_stopped_and_started_again_by_the_next_request(
@@ -346,3 +349,68 @@ def test_idle_local_model_is_stopped_and_started_again_by_the_next_request(
         assert again.done is True and local_state(gw) == "up"
     finally:
         factory.close()
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def test_a_profile_switch_restarts_llama_server_with_the_profile_args(installed: None, tmp_path: Path) -> None:
+    """Profiles on the real server: `--ctx` per profile, switched through the admin API while
+    up; the next request is served by a new llama-server started with the other context."""
+    profiles = {"short": {"args": ["--ctx", "2048"]}, "long": {"args": ["--ctx", "4096"]}}
+    factory = GatewayFactory(tmp_path)
+    try:
+        gw = factory.start(config=shipped_config(tmp_path, profiles=profiles, default_profile="long"))
+        assert native(gw).generate(model=LOCAL, prompt="Hi", stream=False, options={"num_predict": 2}).done
+        first = local_pid(gw)
+        assert first is not None and _cmdline(first)[_cmdline(first).index("-c") + 1] == "4096"
+        switched = httpx.post(gw.url + "/api/admin/models/local/profile", params={"profile": "short"},
+                              headers=ADMIN, timeout=60)
+        assert switched.status_code == 200, switched.text
+        again = native(gw).generate(model=LOCAL, prompt="Hi", stream=False, options={"num_predict": 2})
+        assert again.done is True and again.response
+        second = local_pid(gw)
+        assert second is not None and second != first and not _alive(first)
+        assert _cmdline(second)[_cmdline(second).index("-c") + 1] == "2048"
+        listed = httpx.get(gw.url + "/api/admin/models", headers=ADMIN).json()
+        (local,) = [m for m in listed["models"] if m["name"] == "local"]
+        assert (local["status"], local["profile"]) == ("running", "short")
+    finally:
+        factory.close()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_no_llama_server_outlives_its_gateway(installed: None, tmp_path: Path, how: signal.Signals) -> None:
+    """`python -m seadragon_gw serve` from the shipped config starts llama-server on the first
+    request; a stop (SIGTERM) and a SIGKILL of the gateway both take it down with it."""
+    (tmp_path / "tokens.json").write_text(json.dumps(TOKENS))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(shipped_raw(tmp_path)))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEADRAGON_")}
+    command = [sys.executable, "-m", "seadragon_gw", "serve", "--config", str(tmp_path / "config.yaml"),
+               "--port", str(port)]
+    gateway = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: _answers(url + "/health"), "the gateway to listen")
+        chat = httpx.post(url + "/api/chat", headers=ALICE, timeout=120, json={
+            "model": LOCAL, "messages": [{"role": "user", "content": "Hi"}], "stream": False,
+            "options": {"num_predict": 2}})
+        assert chat.status_code == 200, chat.text
+        models = httpx.get(url + "/api/admin/models", headers=ADMIN).json()["models"]
+        pid = next(m["pid"] for m in models if m["name"] == "local")
+        assert pid is not None and _alive(pid) and "llama-server" in _cmdline(pid)[0]
+        gateway.send_signal(how)
+        gateway.wait(30)
+        _wait(lambda: not _alive(pid), "llama-server to end with its gateway", timeout=15)
+    finally:
+        gateway.kill()
+        gateway.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
