@@ -22,6 +22,7 @@ from .auth.credentials import CredentialCache
 from .auth.hashing import BoundedHasher
 from .auth.jwt_tokens import JwtCodec
 from .auth.passwords import PasswordHasher
+from .auth.standing import CredentialStanding
 from .auth.throttle import LoginThrottle
 from .auth.tokens_file import TokenFile
 from .backends.registry import Registry
@@ -127,7 +128,8 @@ class Gateway:
         logs = OpsLogs(store, config.usage, clocks.wall)
         logs.attach(recorder, registry)
         ops = Operations.build(config, registry, scheduler, requests, store.db, clocks.wall)
-        jobs = JobService(config.jobs, requests, store.jobs, default_model=config.default_model)
+        jobs = JobService(config.jobs, requests, store.jobs, default_model=config.default_model,
+                          standing=CredentialStanding(credentials, tokens, clocks.wall).revoked)
         models = ModelsAdmin(registry, scheduler, clocks.wall)
         recorder.subscribe(models.totals)
         auto_switch = AutoSwitcher(config.auto_switch, registry, store.usage, work_check(scheduler.waiting),

@@ -118,7 +118,7 @@ class Authenticator:
         if claims.get("sid") in snapshot.revoked_sessions:
             raise Unauthorized("the session is logged out")
         return Principal(kind="jwt", name=user.username, priority=self.config.jwt_priority,
-                         is_admin=user.is_admin)
+                         is_admin=user.is_admin, generation=user.token_generation)
 
 
 def _key_principal(record: ApiKey) -> Principal:

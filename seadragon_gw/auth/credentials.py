@@ -28,11 +28,16 @@ log = logging.getLogger("seadragon_gw.auth")
 
 @dataclass(frozen=True)
 class CredentialSnapshot:
+    """`keys_by_id` and `whitelist_names` (label, else network) serve async jobs, whose
+    credential is looked at again when they run."""
+
     keys_by_hash: dict[str, ApiKey] = field(default_factory=dict)
     whitelist: WhitelistMatcher[WhitelistEntry] = field(
         default_factory=lambda: WhitelistMatcher.from_entries([]))
     users: dict[str, User] = field(default_factory=dict)
     revoked_sessions: frozenset[str] = frozenset()
+    keys_by_id: dict[int, ApiKey] = field(default_factory=dict)
+    whitelist_names: frozenset[str] = frozenset()
 
 
 class CredentialCache:
@@ -75,6 +80,8 @@ class CredentialCache:
                 whitelist=WhitelistMatcher.from_entries(entries),
                 users={u.username.lower(): u for u in users},
                 revoked_sessions=revoked,
+                keys_by_id={k.id: k for k in keys},
+                whitelist_names=frozenset(e.label or e.network for e in entries),
             )
 
     async def put_user(self, user: User) -> None:

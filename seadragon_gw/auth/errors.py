@@ -24,6 +24,10 @@ class Unauthorized(NotAuthenticated):
         super().__init__(f"unauthorized: {reason}" if reason else UNAUTHORIZED)
 
 
+class CredentialRevoked(NotAuthenticated):
+    """An async job's credential was revoked (or expired) between submission and its run."""
+
+
 class Forbidden(NotPermitted):
     """A valid credential that may not do this."""
 

@@ -116,6 +116,7 @@ class TokenFile:
         self.default_priority = default_priority
         self.tiers = None if tiers is None else frozenset(tiers)
         self._tier_of: dict[str, str] = {}
+        self._names: frozenset[str] = frozenset()
         self.check_interval_s = check_interval_s
         self._clock = clock
         self._entries: dict[bytes, TokenEntry] = {}
@@ -133,6 +134,14 @@ class TokenFile:
         if entry is None or not hmac.compare_digest(entry.digest, digest):
             return None
         return entry.principal
+
+    def has(self, name: str) -> bool:
+        """Whether an entry called `name` is in the file now (re-read as `lookup` does)."""
+        now = self._clock()
+        if now >= self._next_check:
+            self._next_check = now + self.check_interval_s
+            self.reload_if_changed()
+        return name in self._names
 
     def tier_of(self, name: str) -> str | None:
         """The rate-limit tier of the entry called `name` (None: the default limits)."""
@@ -161,10 +170,11 @@ class TokenFile:
             return
         self._entries = entries
         self._tier_of = {e.principal.name: e.tier for e in entries.values() if e.tier is not None}
+        self._names = frozenset(e.principal.name for e in entries.values())
         log.info("tokens file %s: loaded %d token(s)", self.path, len(entries))
 
     def _missing(self) -> None:
-        revoked, self._entries, self._tier_of = len(self._entries), {}, {}
+        revoked, self._entries, self._tier_of, self._names = len(self._entries), {}, {}, frozenset()
         if revoked:
             log.warning("tokens file %s: deleted; its %d token(s) no longer work", self.path, revoked)
         else:

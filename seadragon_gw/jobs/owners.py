@@ -22,7 +22,7 @@ def principal_fields(principal: Principal) -> dict[str, Any]:
     allowed = sorted(principal.allowed_models) if principal.allowed_models is not None else None
     return {"kind": principal.kind, "name": principal.name, "priority": principal.priority,
             "is_admin": principal.is_admin, "allowed_models": allowed, "key_id": principal.key_id,
-            "client": principal.client}
+            "client": principal.client, "generation": principal.generation}
 
 
 def principal_from(fields: dict[str, Any]) -> Principal:
@@ -30,4 +30,4 @@ def principal_from(fields: dict[str, Any]) -> Principal:
     return Principal(kind=fields["kind"], name=str(fields["name"]), priority=float(fields["priority"]),
                      is_admin=bool(fields.get("is_admin")),
                      allowed_models=frozenset(allowed) if allowed is not None else None,
-                     key_id=fields.get("key_id"), client=fields.get("client"))
+                     key_id=fields.get("key_id"), client=fields.get("client"), generation=fields.get("generation"))

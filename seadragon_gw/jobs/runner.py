@@ -17,6 +17,10 @@ again until a `completed` row has committed, and never after.
 A job whose backend cannot be reached (no connection: nothing was sent) is queued again and
 tried after `jobs.retry_s`, until its queue deadline; any other failure ends it `failed`.
 
+The credential is looked at again (`standing`) when a job is admitted and when it gets its
+slot: a job whose API key was revoked, whose user was deactivated or whose tokens.json entry
+was removed since it was submitted fails with that reason and never reaches a backend.
+
 Stopping: nothing new is admitted; waiting jobs stay queued (their rows never changed),
 running ones are cancelled upstream and set back to queued: all run at the next start.
 """
@@ -33,6 +37,7 @@ from typing import Any, Literal
 
 import orjson
 
+from ..auth.errors import CredentialRevoked
 from ..auth.principal import Principal
 from ..backends.upstream import BackendUnreachable
 from ..config import JobsConfig
@@ -40,7 +45,7 @@ from ..errors import GatewayError, TooManyRequests, Unavailable
 from ..lifecycle.consume import Answer, Forwarded, complete
 from ..lifecycle.forwarding import error_message_of
 from ..lifecycle.route import INFERENCE
-from ..lifecycle.service import Exchange, RequestService
+from ..lifecycle.service import Exchange, RequestService, outcome_of
 from ..model_names import QueueKey, model_key
 from ..queue.aging import sort_key
 from ..queue.errors import SHUTDOWN_MESSAGE, QueueTimeout, ShuttingDown
@@ -57,6 +62,12 @@ HEADERS = [("content-type", "application/json")]
 CANCELLED = "cancelled"
 STOPPING = SHUTDOWN_MESSAGE
 Phase = Literal["waiting", "running", "finishing"]
+Standing = Callable[[Principal], str | None]
+"""Why a job's credential no longer admits it (revoked since it was submitted), or None."""
+
+
+def _stands(principal: Principal) -> str | None:
+    return None
 
 
 @dataclass(eq=False, slots=True)
@@ -79,6 +90,7 @@ class JobRunner:
     requests: RequestService
     repo: JobRepo
     webhooks: Webhooks
+    standing: Standing = _stands
     _index: PendingIndex = field(default_factory=PendingIndex, init=False)
     _live: dict[str, LiveJob] = field(default_factory=dict, init=False)
     _window: dict[QueueKey, int] = field(default_factory=dict, init=False)
@@ -215,6 +227,10 @@ class JobRunner:
             self._chore(self._fail(pending, f"route '{pending.route}' cannot run as a job" if spec is None else
                                    self._timed_out(pending)))
             return
+        revoked = self.standing(pending.principal)
+        if revoked is not None:
+            self._chore(self._fail(pending, revoked))
+            return
         record = self.requests.recorder.start(pending.id, "POST", pending.route)
         record.profile = pending.profile
         payload = {spec.model_field or "model": pending.model} if pending.model else {}
@@ -317,6 +333,7 @@ class JobRunner:
         exchange, record = live.exchange, live.exchange.record
         payload: dict[str, Any] = orjson.loads(job.body)
         try:
+            await self._leased(live)
             answer = await complete(exchange, Forwarded("POST", live.pending.route, HEADERS, job.body, payload))
         except ShuttingDown:  # rejected while waiting: stays queued for the next start
             self._halted = True
@@ -332,6 +349,19 @@ class JobRunner:
             return
         live.phase = "finishing"
         await asyncio.shield(self._end(live, _ending(answer, record, self._wall())))
+
+    async def _leased(self, live: LiveJob) -> None:
+        """Wait for the slot, then look at the credential again: it may have been revoked while
+        the job waited in the queue. A refusal releases the slot at once, unused."""
+        exchange = live.exchange
+        try:
+            await exchange.wait()
+            revoked = self.standing(live.pending.principal)
+            if revoked is not None:
+                raise CredentialRevoked(revoked)
+        except GatewayError as exc:
+            exchange.release(outcome_of(exc), 0, exc.message)
+            raise
 
     async def _fail(self, pending: Pending, message: str) -> None:
         """A job that cannot be admitted ever (it was never in a window)."""

@@ -20,7 +20,7 @@ from ..store.errors import DatabaseUnavailable
 from ..store.jobs import JobRepo, JobStatus, NewJob, StoredJob
 from .owners import may_see, owner_of, principal_fields
 from .request import JobRequest, job_request
-from .runner import JobRunner
+from .runner import JobRunner, Standing
 from .webhooks import Webhooks
 
 log = logging.getLogger("seadragon_gw.jobs")
@@ -30,12 +30,16 @@ STATUSES: tuple[str, ...] = get_args(JobStatus)
 
 class JobService:
     def __init__(self, config: JobsConfig, requests: RequestService, repo: JobRepo,
-                 default_model: str | None = None) -> None:
+                 default_model: str | None = None, standing: Standing | None = None) -> None:
+        """`standing` says whether a job's credential still admits it when the job runs
+        (`auth.standing.CredentialStanding.revoked`); without it, always."""
         self.config = config
         self.repo = repo
         self.default_model = default_model
         self.webhooks = Webhooks(config, repo)
         self.runner = JobRunner(config, requests, repo, self.webhooks)
+        if standing is not None:
+            self.runner.standing = standing
         self._wall = requests.recorder.clock
         self._prune: asyncio.Task[None] | None = None
 
