@@ -15,7 +15,6 @@ import httpx
 import orjson
 import pytest
 
-from seadragon_gw.errors import TooManyRequests
 from seadragon_gw.gateway import Clocks
 from seadragon_gw.jobs.request import STREAM_FORCED
 from seadragon_gw.lifecycle.route import INFERENCE
@@ -496,31 +495,6 @@ def test_jobs_that_find_the_queue_full_wait_and_enter_later(gateways: GatewayFac
     for job_id in ids:
         assert finished(gw, job_id)["status"] == "completed"
     assert markers(backend) == ["f0", "f1", "f2", "f3"]
-
-
-class RefuseCarol:
-    """An admission check (as rate limits are) that refuses one credential while `on`."""
-
-    def __init__(self) -> None:
-        self.on = True
-
-    def check(self, record: Any, principal: Any) -> None:
-        if self.on and principal.name == "carol":
-            raise TooManyRequests("rate limit reached", retry_after_s=1)
-
-
-def test_a_rate_limited_job_waits_without_holding_up_other_jobs(gateways: GatewayFactory,
-                                                                 backend: FakeBackend) -> None:
-    gw = gateways.start([backend], jobs={"retry_s": 0.02, "admit_window": 1})
-    limit = RefuseCarol()
-    gw.on_loop(lambda g: g.requests.checks.append(limit))
-    carol = submit(gw, job("carol"), CAROL)
-    alice = submit(gw, job("alice"))
-    assert finished(gw, alice)["status"] == "completed"
-    assert read(gw, carol, CAROL)["status"] == "queued"
-    gw.on_loop(lambda g: setattr(limit, "on", False))
-    assert finished(gw, carol, CAROL)["status"] == "completed"
-    assert markers(backend) == ["alice", "carol"]
 
 
 def test_many_jobs_submitted_at_once_are_each_written_and_run_once(gw: RunningGateway, backend: FakeBackend) -> None:

@@ -289,6 +289,63 @@ def test_a_restart_keeps_the_days_counts_from_the_usage_log(gateways: GatewayFac
     assert native_error(second.chat(bearer("tok-erin")), 429).startswith("daily quota exceeded: 3 requests")
 
 
+# ------------------------------------------------------------------ async jobs
+
+
+def submit_job(limited: Limited, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(limited.url + "/api/jobs", json={"route": "/api/chat", "body": CHAT}, headers=headers)
+
+
+def job_status(limited: Limited, job_id: str) -> str:
+    response = httpx.get(f"{limited.url}/api/jobs/{job_id}", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return str(response.json()["status"])
+
+
+def test_a_job_pays_its_rate_limit_when_submitted_and_a_flood_is_refused(limited: Limited) -> None:
+    """Checked before queueing, as any request: past the bucket a submission is 429 with the
+    usual headers and nothing is queued; the accepted jobs' runs take nothing more."""
+    accepted = [submit_job(limited, ALICE) for _ in range(3)]
+    assert [a.status_code for a in accepted] == [202] * 3
+    refused = submit_job(limited, ALICE)
+    assert native_error(refused, 429) == "rate limit exceeded: 60 requests per minute (burst 3) for token 'alice'"
+    assert rate_headers(refused) == ("1", "60", "0", "3")
+    prefer = {**ALICE, "Prefer": "respond-async"}
+    openai = limited.chat(prefer, OPENAI_CHAT, "/v1/chat/completions")
+    assert openai_error(openai, 429) == "rate limit exceeded: 60 requests per minute (burst 3) for token 'alice'"
+    assert rate_headers(openai) == ("1", "60", "0", "3")
+    ids = [str(a.json()["request_id"]) for a in accepted]
+    poll(lambda: all(job_status(limited, job_id) == "completed" for job_id in ids), what="the jobs to run")
+    jobs = httpx.get(limited.url + "/api/jobs", params={"all": "1"}, headers=ADMIN).json()["jobs"]
+    assert len(jobs) == 3  # the refused submissions left no job behind
+    shown = limited.me(ALICE)
+    assert (shown["remaining"], shown["requests_today"]) == (0, 3)  # three runs, nothing taken twice
+    limited.mono.advance(1.0)
+    assert submit_job(limited, ALICE).status_code == 202
+
+
+def test_accepted_jobs_run_whatever_their_clients_bucket_holds_by_then(limited: Limited,
+                                                                       backend: FakeBackend) -> None:
+    backend.hold()
+    ids = [submit_job(limited, ALICE).json()["request_id"] for _ in range(3)]
+    backend.wait_waiting(1)
+    assert native_error(limited.chat(ALICE), 429).startswith("rate limit exceeded")  # the jobs emptied it
+    backend.release()
+    # the clock stands still: a run that needed a token would wait forever
+    poll(lambda: all(job_status(limited, job_id) == "completed" for job_id in ids), what="the jobs to run")
+
+
+def test_job_submissions_count_toward_the_daily_request_quota(limited: Limited) -> None:
+    erin = bearer("tok-erin")
+    assert [submit_job(limited, erin).status_code for _ in range(2)] == [202, 202]
+    limited.passes(erin, 1)
+    refused = submit_job(limited, erin)
+    assert native_error(refused, 429) == ("daily quota exceeded: 3 requests per day for token 'erin' "
+                                          "(tier 'free'); it resets at 00:00 UTC")
+    assert rate_headers(refused) == (str(TO_MIDNIGHT), "3", "0", str(TO_MIDNIGHT))
+    assert limited.me(erin)["requests_today"] == 3
+
+
 # ------------------------------------------------------------------ what the caller sees
 
 
@@ -313,4 +370,4 @@ def test_limits_off_admit_everything_and_say_so(gateways: GatewayFactory, backen
     for _ in range(5):
         assert httpx.post(gw.url + "/api/chat", json=CHAT, headers=ALICE).status_code == 200
     assert httpx.get(gw.url + "/auth/me", headers=ALICE).json()["limits"] == {"enabled": False}
-    assert gw.on_loop(lambda g: (g.limits in g.requests.checks, g.limits.clients)) == (False, 0)
+    assert gw.on_loop(lambda g: (g.limits in g.requests.limits, g.limits.clients)) == (False, 0)

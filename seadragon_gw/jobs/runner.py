@@ -17,6 +17,10 @@ again until a `completed` row has committed, and never after.
 A job whose backend cannot be reached (no connection: nothing was sent) is queued again and
 tried after `jobs.retry_s`, until its queue deadline; any other failure ends it `failed`.
 
+Rate limits and quotas are paid when a job is submitted (`JobService.submit`), so admitting
+it passes `prepaid` and takes nothing from the client's bucket or day a second time; its
+tokens still count toward the day when it ends.
+
 The credential is looked at again (`standing`) when a job is admitted and when it gets its
 slot: a job whose API key was revoked, whose user was deactivated or whose tokens.json entry
 was removed since it was submitted fails with that reason and never reaches a backend.
@@ -41,7 +45,7 @@ from ..auth.errors import CredentialRevoked
 from ..auth.principal import Principal
 from ..backends.upstream import BackendUnreachable
 from ..config import JobsConfig
-from ..errors import GatewayError, TooManyRequests, Unavailable
+from ..errors import GatewayError, Unavailable
 from ..lifecycle.consume import Answer, Forwarded, complete
 from ..lifecycle.forwarding import error_message_of
 from ..lifecycle.route import INFERENCE
@@ -95,7 +99,6 @@ class JobRunner:
     _live: dict[str, LiveJob] = field(default_factory=dict, init=False)
     _window: dict[QueueKey, int] = field(default_factory=dict, init=False)
     _blocked: set[QueueKey] = field(default_factory=set, init=False)
-    _deferred: list[Pending] = field(default_factory=list, init=False)
     _chores: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _seq: itertools.count[int] = field(default_factory=itertools.count, init=False)
     _halted: bool = field(default=False, init=False)
@@ -180,7 +183,6 @@ class JobRunner:
             await asyncio.wait({live.task})
             return True
         self._index.remove(job_id)
-        self._deferred = [p for p in self._deferred if p.id != job_id]
         ended = await self.repo.end(job_id, Ending("cancelled", self._wall(), error=CANCELLED), callback)
         if ended and callback:
             self.webhooks.deliver(job_id)
@@ -188,13 +190,12 @@ class JobRunner:
 
     def waiting(self, model: str | None = None) -> int:
         """Queued jobs not yet in the scheduler's queue (those are counted there)."""
-        return self._index.count(model) + sum(model in (None, p.key[0]) for p in self._deferred)
+        return self._index.count(model)
 
     async def clear(self, model: str | None, message: str) -> int:
         """An administrator cleared the queue: the jobs waiting here fail like the requests in
         the scheduler's queue (those fail through their exchange). Returns how many."""
-        ids = self._index.take_all(model) + [p.id for p in self._deferred if model in (None, p.key[0])]
-        self._deferred = [p for p in self._deferred if model not in (None, p.key[0])]
+        ids = self._index.take_all(model)
         ended = await self.repo.end_many(ids, Ending("failed", self._wall(), error=message))
         await self.webhooks.resume()
         return ended
@@ -237,13 +238,10 @@ class JobRunner:
         try:
             exchange = self.requests.admit(record, pending.principal, spec, payload, False,
                                            enqueued_at=pending.enqueued_at, timeout_s=remaining,
-                                           profile=pending.profile)
+                                           profile=pending.profile, prepaid=True)
         except ShuttingDown:  # the gateway stops: it stays queued for the next start
             self._halted = True
             self._index.add(pending)
-            return
-        except TooManyRequests:  # this client's rate limit: later, and the model's next job now
-            self._deferred.append(pending)
             return
         except Unavailable:  # queue full, backends draining: the whole model waits a while
             self._index.add(pending)
@@ -298,10 +296,6 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.config.retry_s)
             blocked, self._blocked = self._blocked, set()
-            deferred, self._deferred = self._deferred, []
-            for pending in deferred:
-                self._index.add(pending)
-                blocked.add(pending.key)
             for key in blocked:
                 self._pump(key)
 

@@ -34,6 +34,7 @@ class JobService:
         """`standing` says whether a job's credential still admits it when the job runs
         (`auth.standing.CredentialStanding.revoked`); without it, always."""
         self.config = config
+        self.requests = requests
         self.repo = repo
         self.default_model = default_model
         self.webhooks = Webhooks(config, repo)
@@ -67,8 +68,13 @@ class JobService:
                            default_model=self.default_model, profile=profile)
 
     async def submit(self, principal: Principal, request: JobRequest) -> str:
-        """Write the job (committed when this returns) and queue it; returns its id."""
-        job = NewJob(id=secrets.token_urlsafe(18), route=request.route, model=request.model, body=request.body,
+        """Take the job from the caller's rate limit and daily quota (RateLimited: 429, and
+        nothing is written), write it (committed when this returns) and queue it; returns its
+        id. Limits are paid here, before queueing, as for any request: a flood of submissions
+        is refused at the door, not accepted and throttled later."""
+        job_id = secrets.token_urlsafe(18)
+        self.requests.check_limits(self.requests.recorder.start(job_id, "POST", request.route), principal)
+        job = NewJob(id=job_id, route=request.route, model=request.model, body=request.body,
                      owner=owner_of(principal), principal=principal_fields(principal), priority=principal.priority,
                      created_at=self._wall(), stream_forced=request.stream_forced, callback_url=request.callback_url,
                      profile=request.profile)

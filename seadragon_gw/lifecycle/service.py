@@ -201,6 +201,7 @@ class RequestService:
         self.recorder = recorder
         self.config = config
         self.checks = list(checks or [])
+        self.limits: list[AdmissionCheck] = []  # rate limits, quotas: paid once per request
         self._refusal: GatewayError | None = None
 
     @property
@@ -214,13 +215,14 @@ class RequestService:
 
     def admit(self, record: RequestRecord, principal: Principal, spec: RouteSpec,
               payload: dict[str, Any] | None, stream: bool = False, *, enqueued_at: float | None = None,
-              timeout_s: float | None = None, profile: str | None = None) -> Exchange:
+              timeout_s: float | None = None, profile: str | None = None, prepaid: bool = False) -> Exchange:
         """Check the request, find its backend or queue, and enter the queue (inference).
         Raises for anything refused: bad model field, model not allowed, not found, queue
         full, shutting down. An async job passes `enqueued_at` (its submission, on the
         scheduler's clock: it ages from then) and its own queue `timeout_s`. A `profile`
         (e.g. an OCR resolution) is served only by a managed backend running it: the request
-        waits while one is switched to it."""
+        waits while one is switched to it. `prepaid`: the limits were checked already (an
+        async job pays them when it is submitted, not again when it runs)."""
         record.credential_kind, record.credential_name = principal.kind, principal.name
         record.key_id = principal.key_id
         record.client_id, record.priority, record.stream = principal.client, principal.priority, stream
@@ -233,6 +235,9 @@ class RequestService:
         loop_time = self.scheduler.loop.time()
         deadline = loop_time + (self.config.timeout_s if timeout_s is None else timeout_s)
         key, backend = self._route(spec, principal, name, profile)
+        if not prepaid:
+            for limit in self.limits:
+                limit.check(record, principal)
         for rule in self.checks:
             rule.check(record, principal)
         adapter = _adapter_for(spec, record, key, name)
@@ -250,6 +255,11 @@ class RequestService:
             exchange.backend = entry.backend
             record.granted_at = now
         return exchange
+
+    def check_limits(self, record: RequestRecord, principal: Principal) -> None:
+        """Take the request from the caller's rate limit and quotas, or raise (429)."""
+        for rule in self.limits:
+            rule.check(record, principal)
 
     def reject(self, record: RequestRecord, error: BaseException, status: int) -> None:
         """Finish the record of a request refused before it was admitted."""

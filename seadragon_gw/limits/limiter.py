@@ -73,7 +73,7 @@ class RateLimiter:
         """Check every request before it queues and count its tokens when it ends (only when
         `rate_limits.enabled`: off, nothing of this runs per request)."""
         if self.enabled:
-            requests.checks.append(self)
+            requests.limits.append(self)
             recorder.subscribe(self)
 
     @property
