@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import ollama
 
-from tests.conftest import ALICE, GatewayFactory, RunningGateway
+from tests.conftest import ADMIN, ALICE, GatewayFactory, RunningGateway
+from tests.support.checks import poll
 from tests.support.fakebackend import FakeBackend
 from tests.support.gwclient import chat
 
@@ -52,6 +53,14 @@ def test_a_process_that_never_gets_healthy_fails_the_waiting_request(gateways: G
     message = response.json()["error"]["message"]
     assert message.startswith("managed backend local: not healthy within 0.5s") and "out of memory" in message
     assert _state(gw) == "crashed"
+
+    def crash_entry() -> dict[str, Any] | None:  # the crash log is written in batches
+        crashes = httpx.get(gw.url + "/api/admin/crashes", headers=ADMIN).json()["crashes"]
+        return next((c for c in crashes if c["backend"] == "local" and "not healthy" in c["error"]), None)
+
+    entry = poll(crash_entry, timeout=10, what="the failed start in the crash log")
+    assert entry["kind"] == "backend_down" and "starting -> crashed" in entry["error"]
+    assert "out of memory" in entry["error"]  # the last lines of the process's stderr
 
 
 def test_show_answers_for_a_model_only_an_openai_server_has(gateways: GatewayFactory) -> None:

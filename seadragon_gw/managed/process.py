@@ -163,32 +163,43 @@ class ProcessSupervisor:
         self._pumps = [asyncio.create_task(self._pump(proc.stdout, "stdout")),
                        asyncio.create_task(self._pump(proc.stderr, "stderr"))]
         asyncio.create_task(self._watch_exit(proc), name=f"managed-exit:{self.backend.name}")
-        try:
-            return await asyncio.wait_for(self._until_healthy(), self.config.start_timeout_s)
-        except TimeoutError:
-            return f"not healthy within {self.config.start_timeout_s:g}s"
+        return await self._until_healthy(time.monotonic() + self.config.start_timeout_s)
 
-    async def _until_healthy(self) -> str | None:
-        while True:
-            if self._exited.is_set():
-                code = self._proc.returncode if self._proc is not None else None
-                return f"the process exited during start-up (exit code {code})"
-            if await self._healthy():
-                return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exited.wait(), self.config.health.interval_s)
-
-    async def _healthy(self) -> bool:
-        """One GET of the health path; True on the expected status. A raw HTTP/1.1 request:
-        the answer's status line is all that matters."""
+    async def _until_healthy(self, deadline: float) -> str | None:
+        """Poll the health path until it answers, the process exits or `deadline` passes.
+        No `wait_for` around the loop or inside it: on Python 3.11 a `wait_for` whose own
+        timeout fires as an outer one cancels it can swallow the cancellation (fixed in 3.12),
+        and the start then waited for ever; the deadline is checked here instead."""
+        loop = asyncio.get_running_loop()
+        exited = loop.create_task(self._exited.wait())
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 2.0)
+            while True:
+                if self._exited.is_set():
+                    code = self._proc.returncode if self._proc is not None else None
+                    return f"the process exited during start-up (exit code {code})"
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return f"not healthy within {self.config.start_timeout_s:g}s"
+                if await self._healthy(min(left, 5.0)):
+                    return None
+                await asyncio.wait({exited}, timeout=max(0.0, min(self.config.health.interval_s,
+                                                                   deadline - time.monotonic())))
+        finally:
+            exited.cancel()
+
+    async def _healthy(self, limit_s: float) -> bool:
+        """One GET of the health path within `limit_s`; True on the expected status. A raw
+        HTTP/1.1 request: the answer's status line is all that matters."""
+        try:
+            async with asyncio.timeout(limit_s):
+                reader, writer = await asyncio.open_connection(self.host, self.port)
         except (OSError, TimeoutError):
             return False
         try:
-            writer.write(f"GET {self.config.health.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                         "Connection: close\r\n\r\n".encode())
-            line = await asyncio.wait_for(reader.readline(), 5.0)
+            async with asyncio.timeout(limit_s):
+                writer.write(f"GET {self.config.health.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                             "Connection: close\r\n\r\n".encode())
+                line = await reader.readline()
         except (OSError, TimeoutError):
             return False
         finally:
