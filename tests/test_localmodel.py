@@ -65,7 +65,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_shipped_config_has_the_managed_local_backend_next_to_ollama() -> None:
     config = load_config(REPO / "config.yaml")
-    assert [b.name for b in config.backends] == ["local-ollama", "local"]
+    assert [b.name for b in config.backends] == ["local-ollama", "local", "ocr"]
     local = config.backends[1]
     assert (local.kind, local.models, local.max_concurrent) == ("openai", ["gemma3:270m"], 2)
     assert local.managed is not None and uses_local_model(local)

@@ -84,8 +84,8 @@ def test_every_operation_has_an_answer_errors_and_security() -> None:
             for code, answer in op["responses"].items():
                 if code.startswith(("4", "5")) and not (path.endswith("/health") and code == "503"):
                     schema = answer["content"]["application/json"]["schema"]["$ref"]
-                    expected = "OpenAIError" if path.startswith(("/v1/", "/api/chat/completions",
-                                                                 "/api/completions", "/api/models")) else "Error"
+                    expected = "OpenAIError" if path.startswith(("/v1/", "/api/chat/completions", "/api/completions",
+                                                                 "/api/models", "/api/ocr")) else "Error"
                     assert schema == f"#/components/schemas/{expected}", (method, path, code)
     assert len(ids) == len(set(ids))
     chat = spec["paths"]["/api/chat"]["post"]
