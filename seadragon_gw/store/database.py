@@ -270,10 +270,10 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
 
 
 async def _worker_stopped(conn: aiosqlite.Connection) -> None:
-    """Wait for the worker thread of a connection that failed to connect. aiosqlite stops it
-    then, and the thread reports its stop to this event loop; left running, it may report to a
-    loop that has closed meanwhile ("Event loop is closed" in a thread: a failed open in a
-    short-lived loop, such as a CLI command's or a test's)."""
+    """Wait for the worker thread of a connection that failed to connect or was closed.
+    aiosqlite stops it then, and the thread reports its stop to this event loop; left
+    running, it may report to a loop that has closed meanwhile ("Event loop is closed" in a
+    thread: a failed open in a short-lived loop, such as a CLI command's or a test's)."""
     thread = getattr(conn, "_thread", None)  # aiosqlite keeps no public handle on it
     if isinstance(thread, threading.Thread) and thread.is_alive():
         await asyncio.to_thread(thread.join, 10.0)
@@ -281,5 +281,8 @@ async def _worker_stopped(conn: aiosqlite.Connection) -> None:
 
 
 async def _close_quietly(conn: aiosqlite.Connection) -> None:
+    """Close a connection that failed to open, and wait for its thread (close returns a hair
+    before the thread ends)."""
     with contextlib.suppress(sqlite3.Error):
         await conn.close()
+    await _worker_stopped(conn)
