@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from seadragon_gw.auth.tokens_file import parse_tokens
 from seadragon_gw.gateway import Clocks
@@ -46,12 +47,13 @@ RATE_HEADERS = ("retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-
 class Limited:
     """A gateway with rate limits on (default bucket: 60 a minute, burst 3) and its clocks."""
 
-    def __init__(self, gateways: GatewayFactory, backend: FakeBackend, **limits: Any) -> None:
+    def __init__(self, gateways: GatewayFactory, backend: FakeBackend, usage: dict[str, Any] | None = None,
+                 **limits: Any) -> None:
         self.mono = FakeClock()
         self.wall = FakeClock(NOON)
         config = {"enabled": True, "default": {"per_minute": 60, "burst": 3}, "tiers": TIERS, **limits}
         self.gw = gateways.start([backend], clocks=Clocks(monotonic=self.mono, wall=self.wall),
-                                 tokens=LIMITED_TOKENS, rate_limits=config)
+                                 tokens=LIMITED_TOKENS, rate_limits=config, usage=usage or {})
         self.url = self.gw.url
 
     def chat(self, headers: dict[str, str], body: dict[str, Any] = CHAT, path: str = "/api/chat") -> httpx.Response:
@@ -333,6 +335,29 @@ def test_accepted_jobs_run_whatever_their_clients_bucket_holds_by_then(limited: 
     backend.release()
     # the clock stands still: a run that needed a token would wait forever
     poll(lambda: all(job_status(limited, job_id) == "completed" for job_id in ids), what="the jobs to run")
+
+
+def test_a_refused_job_submission_is_in_the_usage_log_and_the_rate_limited_count(
+        gateways: GatewayFactory, backend: FakeBackend) -> None:
+    """Refused before its job is written, a submission is still a refused request: a usage row
+    (an error, outcome rejected, not counted by the daily quota) and one rate-limited in /metrics."""
+    limited = Limited(gateways, backend, usage={"flush_s": 0.05})
+    ids = [str(submit_job(limited, ALICE).json()["request_id"]) for _ in range(3)]
+    refused = submit_job(limited, ALICE)
+    assert native_error(refused, 429) == "rate limit exceeded: 60 requests per minute (burst 3) for token 'alice'"
+    poll(lambda: all(job_status(limited, job_id) == "completed" for job_id in ids), what="the jobs to run")
+
+    def alice() -> tuple[int, int] | None:
+        groups = httpx.get(limited.url + "/api/admin/usage", params={"group_by": "credential"},
+                           headers=ADMIN).json()["groups"]
+        return next(((g["requests"], g["errors"]) for g in groups if g["credential"] == "token:alice"), None)
+
+    poll(lambda: alice() == (4, 1), what="three runs and one refusal in the usage log")
+    metrics = httpx.get(limited.url + "/metrics", headers=ADMIN).text
+    limited_total = [(s.labels, s.value) for f in text_string_to_metric_families(metrics) for s in f.samples
+                     if s.name == "seadragon_rate_limited_total"]
+    assert limited_total == [({"route": "/api/chat"}, 1.0)]
+    assert limited.me(ALICE)["requests_today"] == 3  # the refusal took nothing from the day
 
 
 def test_job_submissions_count_toward_the_daily_request_quota(limited: Limited) -> None:

@@ -24,7 +24,7 @@ from ..jobs.views import accepted_json, job_json, task_json
 from ..lifecycle.route import INFERENCE, RouteSpec
 from .asgi import ClientGone, authorize, header_map, read_body
 from .context import ECHO_REQUEST_ID, gateway_of
-from .errors import ApiError, as_api_error, error_body, style_for_path
+from .errors import ApiError, as_api_error, error_body, status_for, style_for_path
 from .responses import json_response
 from .validation import parse_json_object, read_limited
 
@@ -69,21 +69,21 @@ async def _submit_async(gateway: Gateway, spec: RouteSpec, scope: Scope, receive
     body = await read_body(receive, headers, gateway.config.server.max_body_bytes)
     payload = parse_json_object(body) if body else {}
     job = gateway.jobs.request(spec.upstream_path or scope["path"], spec, payload)
-    response = await _submitted(gateway.jobs, principal, job, JOBS)
+    response = await _submitted(gateway, principal, job, JOBS)
     response.headers["Preference-Applied"] = "respond-async"
     return response
 
 
 # -- /api/jobs ---------------------------------------------------------------------------
 async def submit(request: Request) -> Response:
-    jobs, principal = _caller(request)
+    gateway, principal = gateway_of(request), authorize(request, "user")
     fields = await _body(request)
     unknown = sorted(set(fields) - _SUBMIT_FIELDS)
     if unknown:
         raise InvalidInput(f"unknown field '{unknown[0]}' (a job is {{\"route\", \"body\", \"callback_url\"}})")
     route, spec = _resolve(request, fields.get("route"))
-    job = jobs.request(route, spec, fields.get("body"), fields.get("callback_url"))
-    return await _submitted(jobs, principal, job, JOBS)
+    job = gateway.jobs.request(route, spec, fields.get("body"), fields.get("callback_url"))
+    return await _submitted(gateway, principal, job, JOBS)
 
 
 async def list_jobs(request: Request) -> Response:
@@ -112,7 +112,7 @@ async def text_generation_task(request: Request) -> Response:
     fields = await _body(request)
     job = jobs.request("/api/generate", INFERENCE["/api/generate"], text_generation(fields),
                        fields.get("callback_url"))
-    job_id = await jobs.submit(principal, job)
+    job_id = await submit_job(gateway_of(request), principal, job)
     stored, _ = await jobs.get(principal, job_id)
     accepted = task_json(stored, "queued")  # what it was when accepted, as every 202 says
     accepted["result"] = None
@@ -144,8 +144,19 @@ async def _body(request: Request) -> dict[str, Any]:
     return parse_json_object(body)
 
 
-async def _submitted(jobs: JobService, principal: Principal, job: JobRequest, base: str) -> Response:
-    job_id = await jobs.submit(principal, job)
+async def submit_job(gateway: Gateway, principal: Principal, job: JobRequest) -> str:
+    """Submit a job; a refused submission (rate limit, quota, shutting down, database) is
+    recorded as any refused request is: a usage row, and the metrics' refusal counters."""
+    record = gateway.jobs.record(principal, job)
+    try:
+        return await gateway.jobs.submit(principal, job, record)
+    except GatewayError as exc:
+        gateway.requests.reject(record, exc, status_for(exc))
+        raise
+
+
+async def _submitted(gateway: Gateway, principal: Principal, job: JobRequest, base: str) -> Response:
+    job_id = await submit_job(gateway, principal, job)
     return json_response(accepted_json(job_id, job.stream_forced), status=202,
                          headers={"Location": f"{base}/{job_id}"})
 

@@ -29,7 +29,7 @@ from ..lifecycle.route import INFERENCE, RouteSpec
 from ..model_names import model_key
 from .asgi import ClientGone, authorize, header_map, read_body
 from .context import ECHO_REQUEST_ID, gateway_of
-from .jobs_routes import JOBS, respond_async
+from .jobs_routes import JOBS, respond_async, submit_job
 from .proxy import Call, forward
 from .responses import json_response
 from .validation import parse_json_object
@@ -149,7 +149,7 @@ async def _submit_job(gateway: Gateway, scope: Scope, receive: Receive) -> Respo
     asked = await _read(gateway, scope, receive)
     route = OCR_SPEC.upstream_path or ""
     job = gateway.jobs.request(route, INFERENCE[route], asked.payload, profile=asked.profile)
-    job_id = await gateway.jobs.submit(asked.principal, job)
+    job_id = await submit_job(gateway, asked.principal, job)
     answer = {**accepted_json(job_id, job.stream_forced), "resolution": asked.profile}
     return json_response(answer, status=202, headers={"Location": f"{JOBS}/{job_id}",
                                                       "Preference-Applied": "respond-async"})

@@ -16,6 +16,7 @@ from ..config import JobsConfig
 from ..errors import Conflict, InvalidInput, NotFound, NotPermitted
 from ..lifecycle.route import RouteSpec
 from ..lifecycle.service import RequestService
+from ..records.record import RequestRecord
 from ..store.errors import DatabaseUnavailable
 from ..store.jobs import JobRepo, JobStatus, NewJob, StoredJob
 from .owners import may_see, owner_of, principal_fields
@@ -67,13 +68,26 @@ class JobService:
         return job_request(route, spec, body, callback_url=callback_url, callback_hosts=self.config.callback_hosts,
                            default_model=self.default_model, profile=profile)
 
-    async def submit(self, principal: Principal, request: JobRequest) -> str:
+    def record(self, principal: Principal, request: JobRequest) -> RequestRecord:
+        """The request record of a submission, its id the job's to be. The caller finishes it
+        only when the submission is refused (`RequestService.reject`: the usage log and the
+        metrics count it as any refused request); an accepted job's run has its own record."""
+        record = self.requests.recorder.start(secrets.token_urlsafe(18), "POST", request.route)
+        record.credential_kind, record.credential_name = principal.kind, principal.name
+        record.key_id, record.client_id, record.priority = principal.key_id, principal.client, principal.priority
+        record.model, record.profile = request.model, request.profile
+        return record
+
+    async def submit(self, principal: Principal, request: JobRequest, record: RequestRecord | None = None) -> str:
         """Take the job from the caller's rate limit and daily quota (RateLimited: 429, and
         nothing is written), write it (committed when this returns) and queue it; returns its
-        id. Limits are paid here, before queueing, as for any request: a flood of submissions
-        is refused at the door, not accepted and throttled later."""
-        job_id = secrets.token_urlsafe(18)
-        self.requests.check_limits(self.requests.recorder.start(job_id, "POST", request.route), principal)
+        id (`record`'s, from `record()`, when given). Limits are paid here, before queueing, as
+        for any request: a flood of submissions is refused at the door, not accepted and
+        throttled later."""
+        if record is None:
+            record = self.record(principal, request)
+        job_id = record.request_id
+        self.requests.check_limits(record, principal)
         job = NewJob(id=job_id, route=request.route, model=request.model, body=request.body,
                      owner=owner_of(principal), principal=principal_fields(principal), priority=principal.priority,
                      created_at=self._wall(), stream_forced=request.stream_forced, callback_url=request.callback_url,
