@@ -19,7 +19,9 @@ from seadragon_gw.api.openapi import build_spec
 from seadragon_gw.api.routes import OllamaPrefix, native_routes
 from seadragon_gw.app import create_app
 from seadragon_gw.config import parse_config
-from tests.conftest import ADMIN, ALICE, RunningGateway
+from tests.conftest import ADMIN, ALICE, GatewayFactory, RunningGateway
+from tests.support.checks import poll
+from tests.support.fakebackend import FakeBackend
 
 DOCS_DIR = Path(__file__).resolve().parent.parent / "seadragon_gw" / "api" / "static" / "docs"
 _CONVERTER = re.compile(r"{([^}:]+)(:[^}]+)?}")
@@ -152,6 +154,29 @@ def test_schemas_are_true_of_real_answers(gw: RunningGateway) -> None:
     _check(spec, "MissingModels", httpx.get(base + "/api/admin/missing-models", headers=ADMIN).json())
     _check(spec, "Error", httpx.get(base + "/api/queue/status").json())
     _check(spec, "OpenAIError", httpx.get(base + "/v1/models").json())
+
+
+def test_usage_groups_by_credential_carry_the_api_keys_id_in_the_schema(gateways: GatewayFactory,
+                                                                       backend: FakeBackend) -> None:
+    """A credential group names its API key by id (two keys may share a name): the schema
+    says so (groups are closed objects: an undeclared field would fail validation)."""
+    gw = gateways.start([backend], usage={"flush_s": 0.05})
+    created = httpx.post(gw.url + "/api/admin/apikeys", headers=ADMIN, json={"name": "ci"})
+    key = {"Authorization": f"Bearer {created.json()['key']}"}
+    chat = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    assert httpx.post(gw.url + "/api/chat", headers=key, json=chat).status_code == 200
+
+    def usage() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(gw.url + "/api/admin/usage?group_by=credential", headers=ADMIN).json()
+        return answer
+
+    poll(lambda: len(usage()["groups"]) == 1, what="the request in the usage log")
+    answer = usage()
+    _check(build_spec(), "Usage", answer)
+    assert (answer["groups"][0]["credential"], answer["groups"][0]["key_id"]) == ("apikey:ci", created.json()["id"])
+    group = build_spec()["components"]["schemas"]["Usage"]["properties"]["groups"]["items"]
+    assert group["properties"]["key_id"] == {"type": ["integer", "null"]}
+    assert group["additionalProperties"] is False
 
 
 def test_docs_page_is_swagger_ui_from_the_package(gw: RunningGateway) -> None:

@@ -51,6 +51,18 @@ def _timing() -> Schema:
     return obj({"avg": null(NUMBER), "p95": null(NUMBER), "max": null(NUMBER)})
 
 
+def _usage_group() -> Schema:
+    """One group of `/api/admin/usage`: the `group_by` field names its key (a credential
+    group also has the API key's id: two keys may share a name; null for other credentials)."""
+    return obj({"client": null(STRING), "model": null(STRING), "day": null(STRING), "credential": null(STRING),
+                "key_id": null(INT), "requests": INT, "errors": INT, "tokens_in": INT, "tokens_out": INT,
+                "queue_wait_s": _timing(), "upstream_s": _timing(),
+                "time_to_first_byte_s": obj({"avg": null(NUMBER)})},
+               ("requests", "errors", "tokens_in", "tokens_out", "queue_wait_s", "upstream_s"),
+               description="group_by's field (client, model, day or credential) is the group's key; "
+                           "key_id: the API key's id in a credential group (null for other credentials)")
+
+
 def _waits() -> Schema:
     summary = obj({"count": INT, "p50": null(NUMBER), "p95": null(NUMBER), "mean": null(NUMBER)})
     return obj({"window_s": NUMBER, "high": summary, "normal": summary, "low": summary}, open_=True,
@@ -206,9 +218,7 @@ def _ops() -> dict[str, Schema]:
                                                            "(or health.detail: public)"),
         "Usage": obj({"since": null(STRING), "until": null(STRING), "client": null(STRING), "model": null(STRING),
                       "group_by": null(STRING),
-                      "groups": array(obj({"requests": INT, "errors": INT, "tokens_in": INT, "tokens_out": INT,
-                                           "queue_wait_s": _timing(), "upstream_s": _timing(),
-                                           "time_to_first_byte_s": obj({"avg": null(NUMBER)})}, open_=True))},
+                      "groups": array(_usage_group())},
                      ("groups",)),
         "Crashes": obj({"crashes": array(obj({"timestamp": null(STRING), "error": STRING, "model": null(STRING),
                                               "request_id": null(STRING), "stack_trace": null(STRING),
