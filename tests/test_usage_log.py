@@ -224,3 +224,25 @@ async def test_the_batch_drops_the_oldest_and_reports_the_recovery(caplog: pytes
                     "dropping the oldest beyond that"),
         ("INFO", "test log: writing again (2 record(s) dropped while the database was unavailable)"),
     ]
+
+
+def test_a_usage_row_holds_each_field_of_its_record_in_its_column() -> None:
+    """usage_row builds the tuple positionally (for speed): every field lands in its own column."""
+    from seadragon_gw.records.record import RequestRecord
+    from seadragon_gw.store.usage import UsageRow
+    from seadragon_gw.usage.rows import usage_row
+
+    record = RequestRecord("gw-7", "POST", "/api/chat", 100.0, credential_kind="apikey", credential_name="ci",
+                           key_id=9, client_id="cline", model="Llama3", stream=True, queued_at=100.5,
+                           granted_at=101.0, first_byte_at=101.25, finished_at=103.0, status=200, bytes_out=512,
+                           outcome="ok", backend="b0", prompt_tokens=11, completion_tokens=22, profile="base")
+    assert usage_row(record) == UsageRow(
+        ts=103.0, request_id="gw-7", method="POST", route="/api/chat", credential="apikey:ci", client="cline",
+        model="llama3:latest", backend="b0", status=200, outcome="ok", is_error=False, stream=True,
+        queue_wait_s=0.5, ttfb_s=0.25, upstream_s=2.0, tokens_in=11, tokens_out=22, bytes_out=512,
+        profile="base", key_id=9)
+    refused = RequestRecord("gw-8", "GET", "/api/tags", 50.0, status=401, outcome="rejected")
+    assert usage_row(refused) == UsageRow(
+        ts=50.0, request_id="gw-8", method="GET", route="/api/tags", credential=None, client=None, model=None,
+        backend=None, status=401, outcome="rejected", is_error=True, stream=False, queue_wait_s=None, ttfb_s=None,
+        upstream_s=None, tokens_in=None, tokens_out=None, bytes_out=0, profile=None, key_id=None)
