@@ -4,6 +4,7 @@ log, every backend's health and totals. Real processes (tests/support/fake_model
 
 from __future__ import annotations
 
+import json
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -119,8 +120,25 @@ def test_stop_not_graceful_ends_the_active_request_with_an_error(gateways: Gatew
     answer = active.result(20)
     url = gw.on_loop(lambda g: g.registry.backends[0].config.url)
     assert (answer.status_code, answer.json()["error"]["message"]) == (
-        502, f"backend 'ocr' at {url} failed (the backend closed the connection)")
+        502, f"backend 'ocr' at {url} failed (the backend closed the connection): stopped at once by an operator")
     assert _model(gw)["status"] == "stopped"
+
+
+def test_stop_not_graceful_ends_an_active_stream_in_band_saying_why(gateways: GatewayFactory, tmp_path: Path,
+                                                                    pool: ThreadPoolExecutor) -> None:
+    gw = gateways.start([_ocr(tmp_path)])
+    body = {**chat("hi", model="fake-model"), "stream": True, "hold_until": str(tmp_path / "never")}
+    active: Future[httpx.Response] = pool.submit(httpx.post, gw.url + "/v1/chat/completions", json=body,
+                                                 headers=ALICE, timeout=20)
+    wait_until(lambda: _model(gw)["active_requests"] == 1, "the stream in flight", timeout=15)
+    stopped = httpx.post(gw.url + "/api/admin/models/ocr/stop?graceful=false", headers=ADMIN, timeout=20)
+    assert stopped.status_code == 200
+    answer = active.result(20)
+    url = gw.on_loop(lambda g: g.registry.backends[0].config.url)
+    events = [line for line in answer.text.splitlines() if line.startswith("data: ")]
+    assert answer.status_code == 200
+    assert json.loads(events[-1][6:])["error"]["message"] == (
+        f"backend 'ocr' at {url}: stream broke (the backend closed the connection): stopped at once by an operator")
 
 
 def test_logs_show_the_process_output(gateways: GatewayFactory, tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ from ..model_names import QueueKey, model_key
 from .state import MAY_QUEUE_MANAGED, MAY_TRY, NEEDS_START, BackendLifecycle, BackendState, StateListener
 from .upstream import Upstream
 
+_GONE = frozenset({BackendState.STOPPING, BackendState.STOPPED, BackendState.CRASHED})
+
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
@@ -74,6 +76,11 @@ class Backend:
             return False
         return state in MAY_QUEUE_MANAGED or (state in NEEDS_START and managed.start != "manual")
 
+    def gone_why(self) -> str | None:
+        """Why a managed backend's connections broke, when its process is stopping, stopped
+        or crashed (the lifecycle's reason: "stopped at once by an operator"); else None."""
+        return self.lifecycle.reason if self.lifecycle.state in _GONE else None
+
     def can_serve(self, key: QueueKey) -> bool:
         model, kind = key
         return model in self.models and (kind is None or kind == self.config.kind)
@@ -89,6 +96,8 @@ class Backend:
     def from_config(cls, config: BackendConfig, listeners: list[StateListener] | None = None) -> Backend:
         upstream = Upstream(config.name, config.url, config.connect_timeout_s, config.read_timeout_s, config.api_key)
         backend = cls(config=config, upstream=upstream, lifecycle=BackendLifecycle(config.name, listeners))
+        if config.managed is not None:
+            upstream.explain = backend.gone_why
         if config.models != "*":
             backend.set_models([ModelInfo(name, {}) for name in config.models])
         return backend

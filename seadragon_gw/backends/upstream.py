@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -29,6 +29,8 @@ import orjson
 
 from ..errors import GatewayError, TimedOut, UpstreamFailed
 from .http1 import ConnectFailed, Pool, Response, ResponseFailed, failure_reason
+
+Explain = Callable[[], str | None]
 
 
 class UpstreamError(GatewayError):
@@ -54,6 +56,7 @@ class UpstreamResponse:
     headers: list[tuple[bytes, bytes]]
     _response: Response
     backend: str
+    explain: Explain | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; raises UpstreamError if the stream breaks or stalls
@@ -67,13 +70,13 @@ class UpstreamResponse:
         try:
             return await self._response.chunk()
         except ResponseFailed as exc:
-            raise _body_error(self.backend, exc, "while streaming") from None
+            raise _body_error(self.backend, exc, "while streaming", self.explain) from None
 
     async def read(self) -> bytes:
         try:
             return await self._response.read()
         except ResponseFailed as exc:
-            raise _body_error(self.backend, exc, "while answering") from None
+            raise _body_error(self.backend, exc, "while answering", self.explain) from None
 
     async def aclose(self) -> None:
         """A fully read answer gives its connection back to the pool; a client that left
@@ -90,10 +93,17 @@ def _credentials(api_key: str | None, user: str | None, password: str | None) ->
     return []
 
 
-def _body_error(label: str, exc: ResponseFailed, when: str) -> UpstreamError:
+def _body_error(label: str, exc: ResponseFailed, when: str, explain: Explain | None) -> UpstreamError:
     if exc.timed_out:
         return BackendTimedOut(f"{label} timed out {when}")
-    return StreamBroken(f"{label}: stream broke ({exc.reason})")
+    return StreamBroken(_explained(f"{label}: stream broke ({exc.reason})", explain))
+
+
+def _explained(message: str, explain: Explain | None) -> str:
+    """A broken connection's message, with why the backend went away when it is known (a
+    managed process stopped or crashed: "...: stopped at once by an operator")."""
+    why = explain() if explain is not None else None
+    return f"{message}: {why}" if why else message
 
 
 class Upstream:
@@ -104,6 +114,8 @@ class Upstream:
         # `user:password@` in the URL is a credential: sent as Basic auth, never shown
         self.base_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.label = f"backend '{name}' at {self.base_url}"
+        # why the backend went away, if it knows (a managed process: its lifecycle's reason)
+        self.explain: Explain | None = None
         secure = parts.scheme == "https"
         port = parts.port or (443 if secure else 80)
         default_port = (secure and port == 443) or (not secure and port == 80)
@@ -124,8 +136,8 @@ class Upstream:
         except ResponseFailed as exc:
             if exc.timed_out:
                 raise BackendTimedOut(f"{self.label} timed out before answering") from None
-            raise StreamBroken(f"{self.label} failed ({exc.reason})") from None
-        return UpstreamResponse(response.status, response.headers, response, self.label)
+            raise StreamBroken(_explained(f"{self.label} failed ({exc.reason})", self.explain)) from None
+        return UpstreamResponse(response.status, response.headers, response, self.label, self.explain)
 
     def unreachable(self, exc: BaseException) -> BackendUnreachable:
         return BackendUnreachable(f"{self.label} is unreachable ({failure_reason(exc)}); is it running?")

@@ -6,7 +6,8 @@
 /health answers 503 for the first `--warmup-s` seconds, then 200; /v1/models lists `--model`;
 /v1/chat/completions answers one completion; a body field `hold_until` (a path) keeps the
 answer back until that file exists (a test's way to hold a request in flight), and a field
-`exit` (a code) then ends the process without answering. With
+`exit` (a code) then ends the process without answering; with `"stream": true` the answer is
+SSE, its first chunk ("pid P") sent before the hold, the rest after. With
 `--crash-after N` the process exits (code 3) right after its Nth completion; `--exit-now`
 exits at once with that code, after writing `--stderr` to stderr. /argv answers the process's
 argv and its FAKE_* environment (what a managed profile added); `--tag` is appended to the
@@ -71,6 +72,9 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             if self.path != "/v1/chat/completions":
                 self._send(404, {"error": "not found"})
                 return
+            if body.get("stream"):
+                self._stream(body.get("hold_until"))
+                return
             hold = body.get("hold_until")
             while hold and not Path(hold).exists():
                 time.sleep(0.01)
@@ -88,6 +92,31 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 sys.stderr.write("fake model server: crashing as told\n")
                 sys.stderr.flush()
                 os._exit(3)
+
+        def _stream(self, hold: str | None) -> None:
+            """A chunked SSE answer: "pid P", (the hold), the rest (cut before its end if the
+            process dies: a broken stream, not a short one)."""
+            self.protocol_version = "HTTP/1.1"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self._event({"content": f"pid {os.getpid()}"})
+            while hold and not Path(hold).exists():
+                time.sleep(0.01)
+            self._event({"content": _text(state)[len(f"pid {os.getpid()}"):]}, "stop")
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")
+
+        def _event(self, delta: dict[str, str], finish: str | None = None) -> None:
+            chunk = {"id": "c1", "object": "chat.completion.chunk", "model": state.args.model,
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            self._chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+
+        def _chunk(self, data: bytes) -> None:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
 
     return Handler
 
