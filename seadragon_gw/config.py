@@ -385,6 +385,7 @@ def _check_semantics(config: GatewayConfig) -> None:
             raise ConfigError(f"{where}.retries: must be 0 (no other backend is tried) or more")
         if backend.fail_threshold < 1:
             raise ConfigError(f"{where}.fail_threshold: must be at least 1")
+    _check_groups(config.backends)
     if config.queue.max_waiting < 0:
         raise ConfigError("queue.max_waiting: must be 0 or more")
     if config.queue.timeout_s <= 0:
@@ -432,6 +433,22 @@ def _check_managed(backend: BackendConfig, where: str) -> None:
     if not managed.health.path.startswith("/") or managed.health.interval_s <= 0:
         raise ConfigError(f"{where}.managed.health: path must start with / and interval_s be positive")
     _check_profiles(managed, where)
+
+
+def _check_groups(backends: list[BackendConfig]) -> None:
+    """Members of one exclusive group never run at once: two started at startup would stop
+    each other in turn (which one won would be a race), so only one may be `at_startup`."""
+    first: dict[str, int] = {}
+    for i, backend in enumerate(backends):
+        managed = backend.managed
+        if managed is None or managed.group is None or managed.start != "at_startup":
+            continue
+        if managed.group in first:
+            j = first[managed.group]
+            raise ConfigError(f"backends[{i}].managed.start: at_startup, like backends[{j}] "
+                              f"({backends[j].name!r}) of the same exclusive group {managed.group!r}; members "
+                              "of a group never run at once, so at most one may start at startup")
+        first[managed.group] = i
 
 
 def _check_profiles(managed: ManagedConfig, where: str) -> None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from seadragon_gw.backends.backend import Backend
 from seadragon_gw.backends.registry import Registry
@@ -142,3 +145,22 @@ async def test_an_operator_start_of_a_member_stops_the_running_one(tmp_path: Pat
         assert task is not None
         await task
         assert a.state is S.STOPPED and b.state is S.UP
+
+
+def test_two_at_startup_members_of_one_group_are_refused_at_load(tmp_path: Path) -> None:
+    """Started together they would stop each other in turn: the gateway refuses the config at
+    load (exit 2), in one line naming the key, and starts nothing."""
+    def backend(name: str) -> dict[str, Any]:
+        return {"name": name, "kind": "openai", "models": [f"model-{name}"],
+                "managed": {"command": [sys.executable, FAKE, "--port", "{port}"], "group": "gpu",
+                            "start": "at_startup", "log_dir": str(tmp_path / "logs")}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"backends": [backend("a"), {"name": "plain", "url": "http://127.0.0.1:9"},
+                                                   backend("b")]}))
+    env = {k: v for k, v in os.environ.items() if k != "SEADRAGON_CONFIG"}
+    result = subprocess.run([sys.executable, "-m", "seadragon_gw", "--config", str(config)], capture_output=True,
+                            text=True, timeout=30, env=env, cwd=tmp_path)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (2, [
+        "seadragon-gw: config error: backends[2].managed.start: at_startup, like backends[0] ('a') of the same "
+        "exclusive group 'gpu'; members of a group never run at once, so at most one may start at startup"])
+    assert not (tmp_path / "logs").exists()  # nothing was started
