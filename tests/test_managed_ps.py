@@ -44,6 +44,54 @@ def test_keep_alive_zero_stops_the_managed_process_after_the_request(gateways: G
     wait_until(lambda: _status(gw)[0] == "stopped", "the second unload", timeout=10)
 
 
+def _model(gw: RunningGateway) -> dict[str, Any]:
+    (model,) = httpx.get(gw.url + "/api/admin/models", headers=ADMIN).json()["models"]
+    return dict(model)
+
+
+def _generations(gw: RunningGateway) -> int:
+    """Completions the process was asked for, from its own log (it logs each request)."""
+    lines = httpx.get(gw.url + "/api/admin/models/local/logs?lines=1000", headers=ADMIN).json()["lines"]
+    return sum("POST /v1/chat/completions" in line for line in lines)
+
+
+def _without_time(answer: httpx.Response) -> dict[str, Any]:
+    assert answer.status_code == 200, answer.text
+    body = dict(answer.json())
+    assert body.pop("created_at").endswith("Z")
+    return body
+
+
+def test_ollama_stop_is_answered_as_ollama_does_and_stops_the_process_without_a_generation(
+        gateways: GatewayFactory, tmp_path: Path) -> None:
+    """`ollama stop M` sends `{"model": M, "keep_alive": 0}` to /api/generate, no prompt."""
+    gw = gateways.start([_managed(tmp_path)])
+    unload = {"model": "fake-model", "keep_alive": 0}
+    idle = httpx.post(gw.url + "/api/generate", json=unload, headers=ALICE, timeout=20)
+    assert _without_time(idle) == {"model": "fake-model", "response": "", "done": True, "done_reason": "unload"}
+    assert (_model(gw)["status"], _model(gw)["pid"]) == ("stopped", None)  # not started to be stopped
+    assert _native_chat(gw).status_code == 200
+    answer = httpx.post(gw.url + "/api/generate", json=unload, headers=ALICE, timeout=20)
+    assert _without_time(answer) == {"model": "fake-model", "response": "", "done": True, "done_reason": "unload"}
+    wait_until(lambda: _status(gw) == ("stopped", "keep_alive 0: unloaded"), "the unload", timeout=10)
+    assert _generations(gw) == 1  # the chat's: the unload generated nothing
+
+
+def test_a_generate_without_prompt_loads_the_model_and_answers_load(gateways: GatewayFactory,
+                                                                    tmp_path: Path) -> None:
+    gw = gateways.start([_managed(tmp_path)])
+    loaded = httpx.post(gw.url + "/api/generate", json={"model": "fake-model"}, headers=ALICE, timeout=20)
+    assert _without_time(loaded) == {"model": "fake-model", "response": "", "done": True, "done_reason": "load"}
+    assert _status(gw)[0] == "up"
+    chat_load = httpx.post(gw.url + "/api/chat", json={"model": "fake-model", "stream": False}, headers=ALICE,
+                           timeout=20)
+    assert _without_time(chat_load) == {"model": "fake-model", "message": {"role": "assistant", "content": ""},
+                                        "done": True, "done_reason": "load"}
+    assert _native_chat(gw).status_code == 200
+    wait_until(lambda: _generations(gw) >= 1, "the chat in the process's log")
+    assert _generations(gw) == 1  # the chat's only: the loads generated nothing
+
+
 def test_other_keep_alive_values_leave_the_process_running(gateways: GatewayFactory, tmp_path: Path) -> None:
     gw = gateways.start([_managed(tmp_path)])
     for keep_alive in ("5m", -1, 30):

@@ -22,7 +22,7 @@ import base64
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
@@ -72,6 +72,20 @@ class UpstreamResponse:
         except ResponseFailed as exc:
             raise _body_error(self.backend, exc, "while streaming", self.explain) from None
 
+    async def pushed(self, sink: Callable[[bytes], bool]) -> None:
+        """The body handed to `sink` as it arrives, from the connection's callback (no task
+        wake-up per chunk); returns at its end. `sink` returns False to pause reading until
+        `resume()`. Raises UpstreamError if the stream breaks or stalls."""
+        try:
+            await self._response.push(sink)
+        except ResponseFailed as exc:
+            raise _body_error(self.backend, exc, "while streaming", self.explain) from None
+        finally:
+            self._response.detach()
+
+    def resume(self) -> None:
+        self._response.resume()
+
     async def read(self) -> bytes:
         try:
             return await self._response.read()
@@ -82,6 +96,34 @@ class UpstreamResponse:
         """A fully read answer gives its connection back to the pool; a client that left
         mid-stream drops the connection, so the backend stops generating."""
         self._response.release()
+
+
+@dataclass(slots=True)
+class FixedResponse(UpstreamResponse):
+    """An answer the gateway gives in a backend's place (Ollama's load and unload calls for a
+    backend that has neither): no connection behind it, so every method that would read
+    one is overridden. Relays read it as any response (`next_chunk`, `read`, `aclose`)."""
+
+    body: bytes = b""
+    _sent: bool = False
+
+    @classmethod
+    def of(cls, status: int, content_type: bytes, body: bytes, backend: str) -> FixedResponse:
+        no_connection = cast(Response, None)  # never touched: see the overrides below
+        return cls(status, [(b"content-type", content_type)], no_connection, backend, body=body)
+
+    async def next_chunk(self) -> bytes:
+        if self._sent:
+            return b""
+        self._sent = True
+        return self.body
+
+    async def read(self) -> bytes:
+        self._sent = True
+        return self.body
+
+    async def aclose(self) -> None:
+        return None
 
 
 def _credentials(api_key: str | None, user: str | None, password: str | None) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ from ..aio import until
 from ..auth.principal import Principal
 from ..backends.backend import Backend
 from ..backends.registry import Registry
-from ..backends.upstream import BackendUnreachable, UpstreamError, UpstreamResponse
+from ..backends.upstream import BackendUnreachable, FixedResponse, UpstreamError, UpstreamResponse
 from ..config import QueueConfig
 from ..errors import GatewayError, InvalidInput, NotFound, NotPermitted, Unavailable
 from ..model_names import QueueKey, model_key
@@ -33,6 +33,7 @@ from ..queue.errors import QueueCleared, QueueTimeout
 from ..queue.scheduler import Scheduler
 from ..records.observers import Recorder
 from ..records.record import Outcome, RequestRecord
+from ..translate import ollama_calls
 from ..translate.ollama_over_openai import TRANSLATED_PATHS, OllamaOverOpenAI
 from . import failover
 from .errors import ModelNotFound
@@ -72,6 +73,7 @@ class Exchange:
     rebody: bool = False  # the payload gained a field (default_model): send it, not the bytes
     adapter: OllamaOverOpenAI | None = None  # a native request served by an OpenAI-kind backend
     unload: bool = False  # native `keep_alive: 0`: a managed backend's process stops after it
+    answer: bytes | None = None  # answered by the gateway, not the backend (Ollama's load/unload calls)
     _released: bool = field(default=False, init=False)
 
     @property
@@ -107,6 +109,12 @@ class Exchange:
         connection failure marks the backend down at once; an answer from a backend marked
         down marks it up (passive health). A backend that fails before answering hands the
         request to another backend of its model (the rule: lifecycle/failover.py)."""
+        if self.answer is None and self.adapter is not None and payload is not None:
+            self._control_call(payload)
+        if self.answer is not None:
+            assert self.backend is not None, "open() before the slot was leased"
+            self.record.backend = self.backend.name
+            return FixedResponse.of(200, ollama_calls.CONTENT_TYPE, self.answer, self.backend.upstream.label)
         tried: list[Backend] = []
         while True:
             backend = self.backend
@@ -123,6 +131,16 @@ class Exchange:
                 await self._fail_over(backend, tried, f"it answered HTTP {response.status}")
                 continue
             return response if self.adapter is None else self.adapter.wrap(response)
+
+    def _control_call(self, payload: dict[str, Any]) -> None:
+        """Ollama's load call (no prompt) reaches here once the slot is leased, so the model
+        is loaded: answered without generating. An unload call not answered at admission (a
+        job's) is answered the same way, and its process stops after it."""
+        assert self.adapter is not None
+        call = ollama_calls.control_call(self.adapter.route, payload)
+        if call is not None:
+            self.answer = ollama_calls.answer(self.adapter.route, self.adapter.client_model, call)
+            self.unload = self.unload or call == "unload"
 
     def _may_fail_over(self, backend: Backend, tried: list[Backend]) -> bool:
         """A queued request, retries left, and another backend of its model to go to."""
@@ -234,14 +252,14 @@ class RequestService:
         self._check_model_fields(spec, payload, principal)
         loop_time = self.scheduler.loop.time()
         deadline = loop_time + (self.config.timeout_s if timeout_s is None else timeout_s)
+        if spec.native and name is not None and ollama_calls.control_call(record.route, payload) == "unload":
+            unloaded = self._unload_call(record, principal, spec, name, deadline, prepaid)
+            if unloaded is not None:
+                return unloaded
         key, backend = self._route(spec, principal, name, profile)
-        if not prepaid:
-            for limit in self.limits:
-                limit.check(record, principal)
-        for rule in self.checks:
-            rule.check(record, principal)
+        self._pay(record, principal, prepaid)
         adapter = _adapter_for(spec, record, key, name)
-        record.profile, unload = profile, spec.native and _keep_alive_zero(payload)
+        record.profile, unload = profile, spec.native and ollama_calls.keep_alive_zero(payload)
         if backend is not None or not spec.queued:
             return Exchange(self, record, spec, principal, name, None, backend, 0, deadline,
                             rebody=rebody, adapter=adapter, unload=unload)
@@ -255,6 +273,33 @@ class RequestService:
             exchange.backend = entry.backend
             record.granted_at = now
         return exchange
+
+    def _pay(self, record: RequestRecord, principal: Principal, prepaid: bool) -> None:
+        """The limits (unless paid when an async job was submitted), then the other checks."""
+        if not prepaid:
+            for limit in self.limits:
+                limit.check(record, principal)
+        for rule in self.checks:
+            rule.check(record, principal)
+
+    def _unload_call(self, record: RequestRecord, principal: Principal, spec: RouteSpec, name: str,
+                     deadline: float, prepaid: bool) -> Exchange | None:
+        """Ollama's unload call (no prompt, `keep_alive: 0`) for a model only OpenAI-kind
+        backends serve: answered at once, without starting, queueing or generating; its
+        managed processes stop gracefully (their active requests finish). None when an
+        Ollama backend has the model (it answers the call itself) or none does (the usual
+        routing says why)."""
+        model = model_key(name)
+        if not principal.may_use(model):
+            raise NotPermitted(f"this credential may not use model '{name}'")
+        backends = self.registry.serving((model, "openai"))
+        if not backends or self.registry.serving((model, "ollama")):
+            return None
+        self._pay(record, principal, prepaid)
+        for backend in backends:
+            self.registry.unload_soon(backend)
+        return Exchange(self, record, spec, principal, name, None, backends[0], 0, deadline,
+                        answer=ollama_calls.answer(record.route, name, "unload"))
 
     def check_limits(self, record: RequestRecord, principal: Principal) -> None:
         """Take the request from the caller's rate limit and quotas, or raise (429)."""
@@ -357,16 +402,6 @@ def _adapter_for(spec: RouteSpec, record: RequestRecord, key: QueueKey, name: st
     if record.route not in TRANSLATED_PATHS:
         raise NotFound(f"model '{name}' is only on OpenAI-kind backends, which cannot serve {record.route}")
     return OllamaOverOpenAI(record.route, name)
-
-
-def _keep_alive_zero(payload: dict[str, Any] | None) -> bool:
-    """Ollama's `keep_alive: 0` (or "0", "0s", "0m"): unload the model once this request ends."""
-    value = payload.get("keep_alive") if payload is not None else None
-    if isinstance(value, bool) or value is None:
-        return False
-    if isinstance(value, (int, float)):
-        return value == 0
-    return isinstance(value, str) and value.strip().rstrip("smh") in ("0", "0.0")
 
 
 def _backend_name(backend: Backend, name: str | None) -> str:

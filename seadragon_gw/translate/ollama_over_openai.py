@@ -138,7 +138,8 @@ class OllamaOverOpenAI:
         return orjson.dumps(body)
 
     def wrap(self, response: UpstreamResponse) -> TranslatedResponse:
-        translated = TranslatedResponse(response.status, _headers(response), response._response, response.backend)
+        translated = TranslatedResponse(response.status, _headers(response), response._response, response.backend,
+                                        response.explain)
         translated.translator = StreamTranslator(self.route, self.client_model, self.started)
         return translated
 
