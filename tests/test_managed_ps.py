@@ -119,3 +119,27 @@ def test_ps_lists_running_managed_models_and_ollama_ones(gateways: GatewayFactor
         stopped = httpx.post(gw.url + "/api/admin/models/local/stop", headers=ADMIN, timeout=20)
         assert stopped.status_code == 200
         assert [m["name"] for m in httpx.get(gw.url + "/api/ps", headers=ALICE).json()["models"]] == ["llama3:latest"]
+
+
+def test_ps_reports_the_model_files_size_where_it_is_known(gateways: GatewayFactory, tmp_path: Path) -> None:
+    """`managed.model_path`'s file, and the built-in local model's GGUF in the cache its launcher
+    reads (SEADRAGON_CACHE of the process's environment); 0 otherwise; size_vram is always 0."""
+    weights = tmp_path / "weights.gguf"
+    weights.write_bytes(b"g" * 1234)
+    gguf = tmp_path / "cache" / "llama.cpp" / "model" / "gemma-3-270m-q4_k_m.gguf"
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(b"g" * 4321)
+    pathed = {**_managed(tmp_path, model_path=str(weights)), "name": "pathed"}
+    # a command that names the local model's launcher (as the shipped `local` backend's does)
+    local = _managed(tmp_path, env={"SEADRAGON_CACHE": str(tmp_path / "cache")})
+    local["managed"]["command"] += ["--model", "local-model", "--tag", "seadragon_gw.localmodel"]
+    local.update(name="local", models=["local-model"])
+    unknown = {**_managed(tmp_path), "name": "unknown", "models": ["other-model"]}
+    unknown["managed"] = {**unknown["managed"], "command": [*unknown["managed"]["command"], "--model", "other-model"]}
+    gw = gateways.start([pathed, local, unknown])
+    for model in ("fake-model", "local-model", "other-model"):
+        assert httpx.post(gw.url + "/api/chat", json=chat("hi", model=model), headers=ALICE,
+                          timeout=20).status_code == 200
+    listed = httpx.get(gw.url + "/api/ps", headers=ALICE).json()["models"]
+    assert sorted((m["name"], m["size"], m["size_vram"]) for m in listed) == [
+        ("fake-model:latest", 1234, 0), ("local-model:latest", 4321, 0), ("other-model:latest", 0, 0)]
