@@ -189,6 +189,89 @@ async def test_a_request_body_that_fails_midway_closes_the_backend_connection() 
     assert seen == [b"3\r\nabc\r\n"]  # the part sent, then EOF: no terminating chunk, no hang
 
 
+async def test_a_pushed_body_reaches_the_sink_in_order_and_its_connection_is_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.01)  # the second part in a later read
+            writer.write(b"6\r\n world\r\n0\r\n\r\n")
+            await writer.drain()
+
+    async with Script(handler) as script:
+        pool = script.pool()
+        for _ in range(2):
+            got: list[bytes] = []
+            response = await pool.request("GET", "/stream", [], None)
+            await response.push(lambda data, into=got: into.append(data) is None)
+            assert b"".join(got) == b"hello world" and len(got) >= 2
+            response.release()
+        await pool.close()
+    assert script.connections == 1
+
+
+async def test_a_sink_that_says_stop_pauses_reading_until_resumed() -> None:
+    """The client side of the relay is full: the backend's bytes wait in the kernel, not in
+    the gateway, until the sink's consumer drains."""
+    first_seen, second_sent = asyncio.Event(), asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n")
+        await writer.drain()
+        await first_seen.wait()
+        writer.write(b"3\r\ntwo\r\n0\r\n\r\n")
+        await writer.drain()
+        second_sent.set()
+
+    got: list[bytes] = []
+
+    def sink(data: bytes) -> bool:
+        got.append(data)
+        first_seen.set()
+        return False  # full after every part
+
+    async with Script(handler) as script:
+        pool = script.pool()
+        response = await pool.request("GET", "/stream", [], None)
+        done = response.push(sink)
+        await second_sent.wait()
+        for _ in range(20):  # loop turns in which an unpaused transport would have read it
+            await asyncio.sleep(0.005)
+        assert got == [b"one"] and not done.done()
+        response.resume()
+        await done
+        assert got == [b"one", b"two"]
+        response.release()
+        await pool.close()
+
+
+async def test_a_push_ends_with_the_failure_of_the_body_or_of_the_sink() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n")
+        await writer.drain()  # then the connection closes mid-body
+
+    async with Script(handler) as script:
+        pool = script.pool()
+        broken = await pool.request("GET", "/a", [], None)
+        got: list[bytes] = []
+        with pytest.raises(ResponseFailed, match="the backend closed the connection"):
+            await broken.push(lambda data: got.append(data) is None)
+        assert got == [b"one"]
+        broken.release()
+
+        def failing(data: bytes) -> bool:
+            raise ValueError("the client side broke")
+
+        refused = await pool.request("GET", "/b", [], None)
+        with pytest.raises(ValueError, match="the client side broke"):
+            await refused.push(failing)
+        refused.release()
+        await pool.close()
+
+
 async def test_silence_before_the_head_and_mid_body_times_out() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head, _ = await read_request(reader)

@@ -11,7 +11,8 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import ALICE
+from tests.conftest import ALICE, GatewayFactory
+from tests.support.fake_payloads import chunk_texts
 from tests.support.fakebackend import FakeBackend
 from tests.support.gwclient import GatewayClient, chat, ndjson, sse_data
 from tests.support.shared import Fleet, fleet_fixtures
@@ -208,3 +209,42 @@ def test_openai_answers_one_object_when_stream_is_absent(fleet: Fleet, accept: s
     assert "x-accel-buffering" not in response.headers
     reply = response.json()
     assert reply["object"] == "chat.completion" and reply["choices"][0]["message"]["content"] == "".join(TEXTS)
+
+
+def test_a_client_that_reads_slowly_gets_every_byte_of_a_long_stream(gateways: GatewayFactory) -> None:
+    """The relay writes tokens straight from the backend's callback (server/direct.py): when the
+    client's socket is full, reading from the backend pauses and resumes once it drains, and
+    the client still gets the stream whole, in order, ended by its done line."""
+    import socket
+    import time
+
+    with FakeBackend(chunks=60000) as backend:
+        gw = gateways.start([backend])
+        body = orjson.dumps({**chat(), "stream": True})
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # a small window: the gateway's buffer fills
+            sock.connect((gw.server.host, gw.server.port))
+            sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                         b"Authorization: Bearer tok-alice\r\nConnection: close\r\n"
+                         b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+            time.sleep(0.5)  # not reading: the backend's stream must wait, not pile up in the gateway
+            parts = []
+            while data := sock.recv(65536):
+                parts.append(data)
+        raw = b"".join(parts)
+    head, _, chunked = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in head.lower()
+    lines = ndjson(_dechunk(chunked).decode().splitlines())
+    assert len(lines) == 60001 and lines[-1]["done"] is True
+    assert [line["message"]["content"] for line in lines[:-1]] == chunk_texts(60000)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out, at = [], 0
+    while True:
+        end = data.index(b"\r\n", at)
+        size = int(data[at:end], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[end + 2:end + 2 + size])
+        at = end + 2 + size + 2

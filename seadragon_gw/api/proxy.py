@@ -25,6 +25,7 @@ from ..lifecycle.route import RouteSpec
 from ..lifecycle.service import Exchange, outcome_of
 from ..queue.errors import SHUTDOWN_MESSAGE
 from ..records.record import Outcome, RequestRecord
+from ..server.direct import DIRECT_BODY
 from . import relay
 from .asgi import ClientGone, DisconnectWatch, header_map, read_body
 from .context import ECHO_REQUEST_ID, request_id_of
@@ -65,7 +66,7 @@ async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Rece
         return
     record = gateway.recorder.start(request_id_of(scope), scope["method"], scope["path"])
     writer = HttpWriter(send, style_for_path(scope["path"]), record, gateway.recorder.clock,
-                        scope.get(ECHO_REQUEST_ID))
+                        scope.get(ECHO_REQUEST_ID), scope.get(DIRECT_BODY))
     call = Call(spec, scope, writer)
     try:
         await (admit or _admit)(gateway, call, receive)

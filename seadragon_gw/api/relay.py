@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..backends.upstream import UpstreamError, UpstreamResponse
 from ..lifecycle.forwarding import Rewrite, error_message_of
+from ..server.direct import DirectBody
 from .writer import STREAM_HEADERS, HttpWriter
 
 _DROP_RESPONSE = frozenset({
@@ -37,7 +38,15 @@ async def send_whole(writer: HttpWriter, response: UpstreamResponse, rewrite: Re
 
 async def relay_stream(writer: HttpWriter, response: UpstreamResponse, rewrite: Rewrite | None = None) -> None:
     """Pass stream chunks on at line boundaries. Raises UpstreamError if the backend's
-    stream breaks; `writer.event_open` then says whether an SSE event was cut."""
+    stream breaks; `writer.event_open` then says whether an SSE event was cut.
+
+    Under the gateway's own server protocol a plain backend stream is pushed: each chunk is
+    cut, rewritten and written from the upstream connection's callback (`_Push`), without
+    a task wake-up per token. A translated stream (its own stateful reader) is pulled."""
+    direct = writer.direct
+    if direct is not None and direct.usable and type(response) is UpstreamResponse:
+        await _Push(writer, rewrite).run(response, direct)
+        return
     pending = b""
     next_chunk = response.next_chunk
     while chunk := await next_chunk():
@@ -57,6 +66,45 @@ async def relay_stream(writer: HttpWriter, response: UpstreamResponse, rewrite: 
     if pending:
         await writer.chunk(pending)
     await writer.end()
+
+
+class _Push:
+    """The pushed relay's state: the partial line waiting for its end, as in the pull loop."""
+
+    __slots__ = ("writer", "rewrite", "pending")
+
+    def __init__(self, writer: HttpWriter, rewrite: Rewrite | None) -> None:
+        self.writer = writer
+        self.rewrite = rewrite
+        self.pending = b""
+
+    async def run(self, response: UpstreamResponse, direct: DirectBody) -> None:
+        direct.on_resume(response.resume)
+        try:
+            await response.pushed(self.sink)
+        finally:
+            direct.on_resume(None)
+        if self.pending:
+            await self.writer.chunk(self.pending)
+        await self.writer.end()
+
+    def sink(self, chunk: bytes) -> bool:
+        """One body read, in the upstream's callback: send up to its last line end."""
+        pending = self.pending
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            self.pending = data
+            return True
+        if cut == len(data):
+            out, self.pending = data, b""
+        else:
+            out, self.pending = data[:cut], data[cut:]
+        writer = self.writer
+        writer.event_open = out[-2:] != b"\n\n"
+        if self.rewrite is not None:
+            out = self.rewrite(out)
+        return writer.chunk_now(out)
 
 
 async def upstream_error_message(response: UpstreamResponse) -> str:

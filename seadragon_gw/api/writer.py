@@ -13,6 +13,7 @@ from starlette.types import Send
 
 from ..records.record import RequestRecord
 from ..records.usage import scan_usage
+from ..server.direct import DirectBody
 from .errors import ApiError, ErrorStyle, error_body, stream_error_line
 
 NDJSON = b"application/x-ndjson"
@@ -22,11 +23,14 @@ STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")
 
 
 class HttpWriter:
-    __slots__ = ("_send", "style", "record", "started", "status", "event_open", "_clock", "_echo")
+    __slots__ = ("_send", "style", "record", "started", "status", "event_open", "_clock", "_echo", "direct")
 
     def __init__(self, send: Send, style: ErrorStyle, record: RequestRecord, clock: Callable[[], float],
-                 echo_id: bytes | None = None) -> None:
+                 echo_id: bytes | None = None, direct: DirectBody | None = None) -> None:
+        """`direct`: the server's synchronous body writer for this request, when it has one
+        (server/direct.py): the relay then writes tokens from the upstream's callback."""
         self._send = send
+        self.direct = direct
         self.style = style
         self.record = record
         self.started = False
@@ -57,6 +61,17 @@ class HttpWriter:
         record.bytes_out += len(data)
         scan_usage(record, data)
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    def chunk_now(self, data: bytes) -> bool:
+        """`chunk` without the await, through `direct` (check `direct.usable` first); False
+        when the client's buffer is full (wait for `direct.on_resume`)."""
+        record = self.record
+        if record.first_byte_at is None:
+            record.first_byte_at = self._now()
+        record.bytes_out += len(data)
+        scan_usage(record, data)
+        assert self.direct is not None
+        return self.direct.write(data)
 
     async def comment(self, data: bytes) -> None:
         """Bytes that are not the backend's (keepalives): sent, not counted."""

@@ -28,7 +28,7 @@ import errno
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import httptools
@@ -58,7 +58,7 @@ class Response:
     """One response: its head, then its body as it arrives."""
 
     __slots__ = ("_conn", "_chunks", "_waiter", "_buffered", "done", "error", "status", "headers",
-                 "_head", "_released")
+                 "_head", "_released", "_sink", "_pushed")
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -67,6 +67,8 @@ class Response:
         self._buffered = 0
         self._head: asyncio.Future[None] = conn.loop.create_future()
         self._released = False
+        self._sink: Callable[[bytes], bool] | None = None
+        self._pushed: asyncio.Future[None] | None = None
         self.done = False
         self.error: ResponseFailed | None = None
         self.status = 0
@@ -98,6 +100,34 @@ class Response:
             self._conn.arm_timer()
             await waiter
 
+    def push(self, sink: Callable[[bytes], bool]) -> asyncio.Future[None]:
+        """Hand the body to `sink` from the connection's own callback as it arrives, instead
+        of waking a reader task per chunk (a streamed token then costs one call, not a task
+        step; bench/RESULTS.md). `sink` returns False when its consumer cannot take more for
+        now: reading pauses until `resume()`. The future ends with the body, or with its
+        failure (a ResponseFailed, or whatever `sink` raised)."""
+        done: asyncio.Future[None] = self._conn.loop.create_future()
+        self._sink, self._pushed = sink, done
+        if self._chunks:
+            self._buffered = 0
+            self._conn.resume_reading()
+            self.flush_push()
+        if self.done or self.error is not None:
+            self._settle()
+        else:
+            self._conn.arm_timer()
+        return done
+
+    def resume(self) -> None:
+        """The sink's consumer takes bytes again: read on."""
+        if self._sink is not None:
+            self._conn.resume_reading()
+            self._conn.arm_timer()  # silence while paused was the client's; from now on it is the backend's
+
+    def detach(self) -> None:
+        """No more pushing (the consumer is gone or done)."""
+        self._sink = self._pushed = None
+
     async def read(self) -> bytes:
         parts = []
         while chunk := await self.chunk():
@@ -118,6 +148,9 @@ class Response:
 
     # -- fed by the connection ----------------------------------------------------------
     def _feed(self, data: bytes) -> None:
+        if self._sink is not None:  # pushed at the end of this read (`flush_push`), in one piece
+            self._chunks.append(data)
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered >= _HIGH_WATER:
@@ -130,18 +163,57 @@ class Response:
             self._head.set_result(None)
 
     def _finish(self) -> None:
+        self.flush_push()
         self.done = True
         self._headers_done(self.status)
         self._wake()
+        self._settle()
 
     def _fail(self, error: ResponseFailed) -> None:
         if self.done or self.error is not None:
             return
+        self.flush_push()  # what arrived before the failure still goes out first
         self.error = error
         if not self._head.done():
             self._head.set_exception(error)
             self._head.exception()  # retrieved here: whoever awaits head() gets it raised
         self._wake()
+        self._settle()
+
+    def flush_push(self) -> None:
+        """Push what this read brought (several chunks of a burst go out as one write, as the
+        pull loop relays what it finds waiting in one send)."""
+        chunks = self._chunks
+        if self._sink is None or not chunks:
+            return
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        sink = self._sink
+        assert sink is not None
+        try:
+            more = sink(data)
+        except BaseException as exc:  # the consumer's failure ends the push, not the loop's callback
+            self._sink = None
+            pushed = self._pushed
+            if pushed is not None and not pushed.done():
+                pushed.set_exception(exc)
+            return
+        if not more:
+            self._conn.pause_reading()
+
+    def _settle(self) -> None:
+        """End the push future: the body is complete, or it failed."""
+        pushed = self._pushed
+        if pushed is None or pushed.done() or not (self.done or self.error is not None):
+            return
+        self._sink = None
+        if self.error is not None:
+            pushed.set_exception(self.error)
+        else:
+            pushed.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -180,6 +252,7 @@ class Connection(asyncio.Protocol):
         if self.response is None:  # bytes while idle: not a server we can trust with the next request
             self.close()
             return
+        response = self.response
         self._last_data = self.loop.time()
         self.received_any = True
         try:
@@ -187,6 +260,8 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(ResponseFailed(f"bad response from the backend ({exc})"))
             self.close()
+            return
+        response.flush_push()
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost follows

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 import httptools
@@ -30,6 +31,7 @@ from uvicorn.server import ServerState
 
 from .answers import refusal
 from .cap import ConnectionCap
+from .direct import DIRECT_BODY, DirectBody
 from .limits import EdgeLimits
 from .redact import RedactingAccessLogger
 from .sweep import DeadlineSweep
@@ -70,6 +72,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_error: str | None = None
         self._accepted = False
         self._gone: asyncio.Future[None] = self.loop.create_future()
+        self.resume_callback: Callable[[], None] | None = None  # DirectBody.on_resume
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -93,6 +96,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not self._gone.done():
             self._gone.set_result(None)
         self.cap.closed(len(self.connections))
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        callback = self.resume_callback
+        if callback is not None:
+            callback()
 
     def handle_websocket_upgrade(self) -> None:
         self.sweep.unwatch(self)  # the WebSocket protocol takes the transport over
@@ -168,6 +177,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # task per request waiting on `receive()` for it.
         self.scope[CONNECTION_GONE] = self._gone  # type: ignore[literal-required]
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:  # not an upgrade
+            self.scope[DIRECT_BODY] = DirectBody(self, self.cycle)  # type: ignore[literal-required]
 
     def on_message_complete(self) -> None:
         self._wait = _IDLE
