@@ -40,11 +40,12 @@ async def relay_stream(writer: HttpWriter, response: UpstreamResponse, rewrite: 
     """Pass stream chunks on at line boundaries. Raises UpstreamError if the backend's
     stream breaks; `writer.event_open` then says whether an SSE event was cut.
 
-    Under the gateway's own server protocol a plain backend stream is pushed: each chunk is
-    cut, rewritten and written from the upstream connection's callback (`_Push`), without
-    a task wake-up per token. A translated stream (its own stateful reader) is pulled."""
+    Under the gateway's own server protocol a stream is pushed: each chunk is cut, rewritten
+    and written from the upstream connection's callback (`_Push`; a translated stream is
+    translated there too), without a task wake-up per token. An answer with no connection
+    behind it (`pushable` False) is pulled."""
     direct = writer.direct
-    if direct is not None and direct.usable and type(response) is UpstreamResponse:
+    if direct is not None and direct.usable and response.pushable:
         await _Push(writer, rewrite).run(response, direct)
         return
     pending = b""

@@ -72,6 +72,11 @@ class UpstreamResponse:
         except ResponseFailed as exc:
             raise _body_error(self.backend, exc, "while streaming", self.explain) from None
 
+    @property
+    def pushable(self) -> bool:
+        """Whether `pushed` may be used (a live connection behind it)."""
+        return True
+
     async def pushed(self, sink: Callable[[bytes], bool]) -> None:
         """The body handed to `sink` as it arrives, from the connection's callback (no task
         wake-up per chunk); returns at its end. `sink` returns False to pause reading until
@@ -124,6 +129,10 @@ class FixedResponse(UpstreamResponse):
 
     async def aclose(self) -> None:
         return None
+
+    @property
+    def pushable(self) -> bool:
+        return False  # no connection to push from: relays pull its one body
 
 
 def _credentials(api_key: str | None, user: str | None, password: str | None) -> list[tuple[str, str]]:

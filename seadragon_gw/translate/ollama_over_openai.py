@@ -13,6 +13,7 @@ of the NDJSON line built from it: no regular expressions, no re-reading of earli
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -339,6 +340,25 @@ class TranslatedResponse(UpstreamResponse):
             out = translator.feed(data)
             if out:
                 return out
+
+    @property
+    def pushable(self) -> bool:
+        return self.status < 400  # an error body is read whole (next_chunk)
+
+    async def pushed(self, sink: Callable[[bytes], bool]) -> None:
+        """The backend's SSE pushed through the translator: the NDJSON lines of each read go
+        to `sink` from the connection's callback, the final line once the stream has ended."""
+        translator = self.translator
+        assert translator is not None
+
+        def translate(data: bytes) -> bool:
+            out = translator.feed(data)
+            return sink(out) if out else True
+
+        await UpstreamResponse.pushed(self, translate)
+        tail = translator.finish()
+        if tail:
+            sink(tail)
 
     def _error_once(self, body: bytes) -> bytes:
         assert self.translator is not None
