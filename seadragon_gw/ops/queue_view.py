@@ -18,7 +18,7 @@ from ..errors import NotFound
 from ..queue.errors import QueueCleared
 from ..queue.scheduler import Scheduler, WaitingRequest
 from .inflight import InFlight
-from .stats import RequestStats
+from .stats import RequestStats, WaitSummary
 
 log = logging.getLogger("seadragon_gw.queue")
 
@@ -119,15 +119,17 @@ class QueueView:
 
     def stats(self) -> dict[str, Any]:
         """`GET /api/admin/stats` (seed 001), from measurements over the stats windows."""
-        overall = self._stats.waits()
+        overall, by_class = self._stats.summaries(None)
         return {"queue_length": self._scheduler.waiting(),
                 "active_requests": sum(b.active for b in self._registry.backends),
                 "requests_per_minute": round(self._stats.requests_per_minute(), 3),
                 "average_wait_time": round(overall.mean, 4) if overall.mean is not None else 0.0,
-                "wait_seconds": self._waits(None)}
+                "wait_seconds": self._waits_json(by_class)}
 
     def _waits(self, key: str | None) -> dict[str, Any]:
-        by_class = self._stats.waits_by_class(key)
+        return self._waits_json(self._stats.waits_by_class(key))
+
+    def _waits_json(self, by_class: dict[str, WaitSummary]) -> dict[str, Any]:
         return {"window_s": self._stats.config.window_s, **{c: s.as_json() for c, s in by_class.items()}}
 
     def clear(self, name: str | None, key: str | None, who: Principal) -> int:

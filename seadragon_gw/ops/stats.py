@@ -90,6 +90,8 @@ class WaitSamples:
         return [(pclass, wait) for at, pclass, wait in items if at >= start]
 
 
+
+
 class RateWindow:
     """Counts of events per whole second, for the last `window_s` seconds."""
 
@@ -171,13 +173,26 @@ class RequestStats:
 
     def waits_by_class(self, key: str | None = None) -> dict[str, WaitSummary]:
         """Wait summaries per priority class over the window, for one model key or all."""
-        model = self._all if key is None else self._models.get(key)
-        samples = model.waits.since(self._window_start()) if model is not None else []
-        return {c: WaitSummary.of(w for pc, w in samples if pc == c) for c in PRIORITY_CLASSES}
+        return self.summaries(key)[1]
 
     def waits(self) -> WaitSummary:
         """Every model's and class's waits over the window together."""
-        return WaitSummary.of(w for _, w in self._all.waits.since(self._window_start()))
+        return self.summaries(None)[0]
+
+    def summaries(self, key: str | None = None) -> tuple[WaitSummary, dict[str, WaitSummary]]:
+        """All waits over the window together, and per priority class, for one model key or
+        all, from one pass over the samples (the admin page asks every 2 s per open page, and
+        a full window holds thousands under load)."""
+        model = self._all if key is None else self._models.get(key)
+        grouped: dict[str, list[float]] = {c: [] for c in PRIORITY_CLASSES}
+        every: list[float] = []
+        if model is not None:
+            for pclass, wait in model.waits.since(self._window_start()):
+                every.append(wait)
+                values = grouped.get(pclass)
+                if values is not None:
+                    values.append(wait)
+        return WaitSummary.of(every), {c: WaitSummary.of(values) for c, values in grouped.items()}
 
     def requests_per_minute(self) -> float:
         """Finished requests over the rate window, scaled to one minute."""
