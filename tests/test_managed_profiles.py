@@ -7,9 +7,7 @@ process, driven as the gateway drives a request: `Registry.routable` then `Sched
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +23,12 @@ from seadragon_gw.config import (
     ManagedConfig,
     ManagedHealthConfig,
     ManagedProfile,
-    QueueConfig,
     parse_config,
 )
 from seadragon_gw.errors import InvalidInput
-from seadragon_gw.managed.process import ProcessSupervisor
 from seadragon_gw.queue.entry import QueueEntry
 from seadragon_gw.queue.scheduler import Scheduler
-from tests.test_managed import FAKE, KEY, alive, until
+from tests.test_managed import FAKE, KEY, alive, running, until
 
 S = BackendState
 
@@ -47,19 +43,6 @@ def with_profiles(tmp_path: Path, **options: Any) -> BackendConfig:
                            restart_backoff_s=0.05, log_dir=str(tmp_path / "logs"), profiles=profiles,
                            default_profile="small", **options)
     return BackendConfig(name="ocr", kind="openai", models=["fake-model"], managed=config)
-
-
-@contextlib.asynccontextmanager
-async def running(config: BackendConfig) -> AsyncIterator[tuple[Registry, Scheduler, Backend]]:
-    registry = Registry([config], supervise=ProcessSupervisor)
-    scheduler = Scheduler(registry, QueueConfig())
-    scheduler.start()
-    await registry.start()
-    try:
-        yield registry, scheduler, registry.backends[0]
-    finally:
-        await scheduler.stop()
-        await registry.stop()
 
 
 def submit(registry: Registry, scheduler: Scheduler, profile: str | None) -> QueueEntry:
