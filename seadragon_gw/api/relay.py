@@ -44,33 +44,23 @@ async def relay_stream(writer: HttpWriter, response: UpstreamResponse, rewrite: 
     and written from the upstream connection's callback (`_Push`; a translated stream is
     translated there too), without a task wake-up per token. An answer with no connection
     behind it (`pushable` False) is pulled."""
+    lines = _Lines(writer, rewrite)
     direct = writer.direct
     if direct is not None and direct.usable and response.pushable:
-        await _Push(writer, rewrite).run(response, direct)
-        return
-    pending = b""
-    next_chunk = response.next_chunk
-    while chunk := await next_chunk():
-        data = pending + chunk if pending else chunk
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            pending = data
-            continue
-        if cut == len(data):
-            out, pending = data, b""
-        else:
-            out, pending = data[:cut], data[cut:]
-        writer.event_open = out[-2:] != b"\n\n"
-        if rewrite is not None:
-            out = rewrite(out)
-        await writer.chunk(out)
-    if pending:
-        await writer.chunk(pending)
+        await _push(lines, response, direct)
+    else:
+        next_chunk = response.next_chunk
+        while chunk := await next_chunk():
+            out = lines.cut(chunk)
+            if out:
+                await writer.chunk(out)
+    if lines.pending:
+        await writer.chunk(lines.pending)
     await writer.end()
 
 
-class _Push:
-    """The pushed relay's state: the partial line waiting for its end, as in the pull loop."""
+class _Lines:
+    """Cuts a stream at its last line end; the partial line after it waits for the rest."""
 
     __slots__ = ("writer", "rewrite", "pending")
 
@@ -79,33 +69,33 @@ class _Push:
         self.rewrite = rewrite
         self.pending = b""
 
-    async def run(self, response: UpstreamResponse, direct: DirectBody) -> None:
-        direct.on_resume(response.resume)
-        try:
-            await response.pushed(self.sink)
-        finally:
-            direct.on_resume(None)
-        if self.pending:
-            await self.writer.chunk(self.pending)
-        await self.writer.end()
-
-    def sink(self, chunk: bytes) -> bool:
-        """One body read, in the upstream's callback: send up to its last line end."""
+    def cut(self, chunk: bytes) -> bytes:
+        """The complete lines so far (rewritten), b"" while a line is still open."""
         pending = self.pending
         data = pending + chunk if pending else chunk
         cut = data.rfind(b"\n") + 1
         if cut == 0:
             self.pending = data
-            return True
+            return b""
         if cut == len(data):
             out, self.pending = data, b""
         else:
             out, self.pending = data[:cut], data[cut:]
-        writer = self.writer
-        writer.event_open = out[-2:] != b"\n\n"
-        if self.rewrite is not None:
-            out = self.rewrite(out)
-        return writer.chunk_now(out)
+        self.writer.event_open = out[-2:] != b"\n\n"
+        return out if self.rewrite is None else self.rewrite(out)
+
+    def push(self, chunk: bytes) -> bool:
+        """The pushed relay's sink, in the upstream's callback: False when the client is full."""
+        out = self.cut(chunk)
+        return self.writer.chunk_now(out) if out else True
+
+
+async def _push(lines: _Lines, response: UpstreamResponse, direct: DirectBody) -> None:
+    direct.on_resume(response.resume)
+    try:
+        await response.pushed(lines.push)
+    finally:
+        direct.on_resume(None)
 
 
 async def upstream_error_message(response: UpstreamResponse) -> str:

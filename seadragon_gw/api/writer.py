@@ -55,23 +55,23 @@ class HttpWriter:
 
     async def chunk(self, data: bytes) -> None:
         """A piece of a streamed body: counted, scanned for token usage, sent."""
-        record = self.record
-        if record.first_byte_at is None:
-            record.first_byte_at = self._now()
-        record.bytes_out += len(data)
-        scan_usage(record, data)
+        self._count(data)
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     def chunk_now(self, data: bytes) -> bool:
         """`chunk` without the await, through `direct` (check `direct.usable` first); False
         when the client's buffer is full (wait for `direct.on_resume`)."""
+        self._count(data)
+        assert self.direct is not None
+        return self.direct.write(data)
+
+    def _count(self, data: bytes) -> None:
+        """The record's share of a body piece: first-byte time, bytes, token usage."""
         record = self.record
         if record.first_byte_at is None:
             record.first_byte_at = self._now()
         record.bytes_out += len(data)
         scan_usage(record, data)
-        assert self.direct is not None
-        return self.direct.write(data)
 
     async def comment(self, data: bytes) -> None:
         """Bytes that are not the backend's (keepalives): sent, not counted."""

@@ -148,10 +148,9 @@ class Response:
 
     # -- fed by the connection ----------------------------------------------------------
     def _feed(self, data: bytes) -> None:
-        if self._sink is not None:  # pushed at the end of this read (`flush_push`), in one piece
-            self._chunks.append(data)
-            return
         self._chunks.append(data)
+        if self._sink is not None:  # pushed at the end of this read (`flush_push`), in one piece
+            return
         self._buffered += len(data)
         if self._buffered >= _HIGH_WATER:
             self._conn.pause_reading()
