@@ -520,3 +520,51 @@ def test_refused_heads_do_not_block_the_loop(gw: RunningGateway) -> None:
         stop.set()
         for thread in threads:
             thread.join(WAIT_S)
+
+
+# -- answers written in one piece (server/direct.py DirectBody.whole) ---------------------------
+
+
+def chat_request(fields: list[str], version: str = "1.1") -> bytes:
+    body = json.dumps({"model": "llama3", "stream": False, "messages": [{"role": "user", "content": "hi"}]})
+    lines = [f"POST /api/chat HTTP/{version}", "Host: gw", "Authorization: Bearer tok-alice",
+             "Content-Type: application/json", f"Content-Length: {len(body)}", *fields]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("latin-1")
+
+
+def test_pipelined_forwarded_answers_come_whole_and_in_order(gw: RunningGateway) -> None:
+    """Three non-stream chats sent in one write: three complete answers, each with its own
+    request id and content-length, in the order asked, and the connection kept open."""
+    with connect(gw.server.port) as sock:
+        sock.sendall(b"".join(chat_request([f"X-Request-ID: pipe-{n}"]) for n in range(3)))
+        answers = read_responses(sock, 3)
+        assert [status for status, _ in answers] == [200, 200, 200]
+        assert all(json.loads(body)["done"] is True for _, body in answers)
+        sock.sendall(chat_request(["X-Request-ID: pipe-3"]))
+        raw = b""
+        while b"pipe-3" not in raw:
+            raw += sock.recv(65536)
+    assert b"x-request-id: pipe-3\r\n" in raw
+
+
+@pytest.mark.parametrize("version, fields", [("1.0", []), ("1.1", ["Connection: close"])])
+def test_a_forwarded_answer_to_a_closing_client_says_close_once_and_closes(
+        gw: RunningGateway, version: str, fields: list[str]) -> None:
+    with connect(gw.server.port) as sock:
+        sock.sendall(chat_request(["X-Request-ID: closing", *fields], version))
+        data = read_until_closed(sock)
+    status, headers, body = answer(data)
+    assert (status, body["done"], headers["x-request-id"]) == (200, True, "closing")
+    assert data.lower().count(b"\r\nconnection: close\r\n") == 1
+    assert int(headers["content-length"]) == len(data.partition(b"\r\n\r\n")[2])
+
+
+def test_an_error_answer_is_whole_with_its_headers(gw: RunningGateway) -> None:
+    """A refusal from the forwarded route (unknown model): JSON error, its length, the request id."""
+    body = b'{"model": "no-such-model", "messages": []}'
+    with connect(gw.server.port) as sock:
+        sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer tok-alice\r\n"
+                     b"X-Request-ID: err-1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+        status, headers, error = answer(read_until_closed(sock))
+    assert status == 404 and "no-such-model" in error["error"]
+    assert headers["x-request-id"] == "err-1" and headers["content-type"] == "application/json; charset=utf-8"

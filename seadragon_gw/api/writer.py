@@ -81,22 +81,32 @@ class HttpWriter:
         await self._send({"type": "http.response.body", "body": b""})
 
     async def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """A complete answer in one piece."""
+        """A complete answer in one piece (`headers` without content-length: added here)."""
         record = self.record
         record.first_byte_at = self._now()
         record.bytes_out += len(body)
         scan_usage(record, body)
-        await self.start(status, [*headers, (b"content-length", str(len(body)).encode())])
+        await self._whole(status, headers, body)
+
+    async def _whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Head and body in one write where the server allows it (`DirectBody.whole`), else
+        the two ASGI messages."""
+        self.started, self.status = True, status
+        if self._echo is not None:
+            headers.append((b"x-request-id", self._echo))
+        direct = self.direct
+        if direct is not None and direct.whole(status, headers, body):
+            return
+        headers.append((b"content-length", b"%d" % len(body)))
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": body})
 
     async def fail(self, error: ApiError) -> None:
         """End the request with `error`: a JSON answer, or the in-band line after the head."""
         if not self.started:
             extra = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-            body = error_body(self.style, error.status, error.message)
-            await self.start(error.status, [(b"content-type", JSON_TYPE),
-                                            (b"content-length", str(len(body)).encode()), *extra])
-            await self._send({"type": "http.response.body", "body": body})
+            headers = [(b"content-type", JSON_TYPE), *extra]
+            await self._whole(error.status, headers, error_body(self.style, error.status, error.message))
             return
         line = stream_error_line(self.style, error.message)
         if self.style == "openai" and self.event_open:

@@ -9,6 +9,11 @@ where its own `send` would do the same: head sent, chunked, not complete, client
 The head and the end of the body still go through `send`, so the cycle's bookkeeping (keep-
 alive, response complete, the next pipelined request) is its own.
 
+A complete answer (`whole`) goes out the same way, head and body in one write: through `send`
+they are two writes, and so two system calls and two wake-ups of the client per non-stream
+request (bench/RESULTS.md). `whole` leaves the cycle exactly as `send` would: started,
+complete, the connection closed when it is not kept alive, the next pipelined request begun.
+
 Back-pressure: `write` returns False once the client's socket buffer is over its high-water
 mark (uvicorn's flow control has paused writing); the caller stops reading the backend and
 `on_resume`'s callback runs when the buffer has drained.
@@ -18,6 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 DIRECT_BODY = "seadragon.direct_body"
 """Scope key: the request's `DirectBody` (only under the gateway's own server protocol)."""
@@ -46,6 +54,43 @@ class DirectBody:
         cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         return not cycle.flow.write_paused
 
+    def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Head and body of a fixed-length answer in one write; False (nothing written) unless
+        the cycle is where its `send` would write both at once: not started, the client there
+        and its buffer not full. `headers` are the gateway's own or a parsed backend's (no CR or
+        LF: httptools refuses those) and hold no content-length or transfer-encoding: the
+        content-length of `body` is added here."""
+        cycle = self._cycle
+        if cycle.response_started or cycle.disconnected or cycle.flow.write_paused:
+            return False
+        scope = cycle.scope
+        head_only = scope["method"] == "HEAD"
+        cycle.response_started = True
+        cycle.waiting_for_100_continue = False
+        cycle.chunked_encoding = False
+        if cycle.access_log:
+            cycle.access_logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
+                                     get_path_with_query_string(scope), scope["http_version"], status)
+        content = [STATUS_LINE[status]]
+        for name, value in cycle.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        closing = False
+        for name, value in headers:
+            if name == b"connection" and b"close" in value.lower():
+                cycle.keep_alive, closing = False, True
+            content += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive and not closing:
+            content.append(b"connection: close\r\n")
+        content += (b"content-length: %d\r\n\r\n" % len(body), b"" if head_only else body)
+        cycle.transport.write(b"".join(content))
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            cycle.transport.close()
+        cycle.on_response()
+        return True
+
     def on_resume(self, callback: Callable[[], None] | None) -> None:
         """Call `callback` when the client's socket takes bytes again (None: stop)."""
         self._protocol.resume_callback = callback
+
