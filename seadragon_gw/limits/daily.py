@@ -31,6 +31,7 @@ class DailyCounts:
     def __init__(self, wall: Callable[[], float]) -> None:
         self._wall = wall
         self._day = int(wall() // DAY_S)
+        self._rolls_at = (self._day + 1) * DAY_S  # the wall clock's next midnight
         self._counts: dict[ClientKey, DayCount] = {}
 
     def of(self, key: ClientKey) -> DayCount:
@@ -63,7 +64,12 @@ class DailyCounts:
             count.tokens = max(count.tokens, tokens)
 
     def _roll(self) -> None:
-        day = int(self._wall() // DAY_S)
+        """Drop every count once the day is over: a compare per call, the rest at midnight. A
+        wall clock set back into an earlier day rolls too (the counts were that day's)."""
+        now = self._wall()
+        if self._rolls_at - DAY_S <= now < self._rolls_at:
+            return
+        day = int(now // DAY_S)
         if day != self._day:
-            self._day = day
-            self._counts = {}
+            self._day, self._counts = day, {}
+        self._rolls_at = (day + 1) * DAY_S

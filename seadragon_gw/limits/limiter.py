@@ -83,29 +83,28 @@ class RateLimiter:
 
     # -- the admission check ----------------------------------------------------------------
     def check(self, record: RequestRecord, principal: Principal) -> None:
-        """Take one request from the client's bucket and day, or raise RateLimited."""
-        if principal.kind == "anonymous":
+        """Take one request from the client's bucket and day, or raise RateLimited. (Runs for
+        every admitted request: the bucket is refilled and taken from here, inline.)"""
+        kind = principal.kind
+        if kind == "anonymous":
             return
-        key = client_key(principal.kind, principal.name, principal.key_id)
+        key = client_key(kind, principal.name, principal.key_id)
         limits = self.resolver.limits_for(principal)
         count = self.daily.of(key)
         if limits.has_quota:
             self._check_quota(principal, limits, count)
-        self._take(key, principal, limits)
-        count.requests += 1
-
-    def _take(self, key: ClientKey, principal: Principal, limits: Limits) -> None:
         now = self._monotonic()
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._new_bucket(key, limits, now)
         else:
             self._buckets.move_to_end(key)
-            bucket.level = min(float(limits.burst), bucket.level + (now - bucket.at) * limits.rate)
-            bucket.at = now
+            level = bucket.level + (now - bucket.at) * limits.rate
+            bucket.level, bucket.at = (level if level < limits.burst else float(limits.burst)), now
         if bucket.level < 1.0 - _EPSILON:
             raise self._rate_error(principal, limits, bucket.level)
         bucket.level -= 1.0
+        count.requests += 1
 
     def _new_bucket(self, key: ClientKey, limits: Limits, now: float) -> _Bucket:
         while len(self._buckets) >= self._max_clients:
