@@ -58,7 +58,8 @@ class Backend:
     @property
     def may_try(self) -> bool:
         """Up, or down/unknown (a last resort: it may have come back)."""
-        return self.lifecycle.state in MAY_TRY
+        state = self.lifecycle.state
+        return state is BackendState.UP or state in MAY_TRY  # UP first: hashing an Enum is Python code
 
     @property
     def managed(self) -> bool:
@@ -70,7 +71,7 @@ class Backend:
         process is starting or stopping, or stopped/crashed and started on demand (the
         registry starts it; the scheduler dispatches only once it is up)."""
         state, managed = self.lifecycle.state, self.config.managed
-        if state in MAY_TRY:
+        if state is BackendState.UP or state in MAY_TRY:
             return True
         if managed is None:
             return False

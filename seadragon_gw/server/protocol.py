@@ -169,7 +169,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if len(name) + len(value) > limits.max_field_bytes:
             shown = name[:64].decode("latin-1")
             raise self._head_limit(f"header field {shown!r} larger than {limits.max_field_bytes} bytes")
-        super().on_header(name, value)
+        name = name.lower()  # uvicorn's on_header, inline: it runs for every field of every request
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._wait, self._wait_since = _BODY, self.sweep.ticks
