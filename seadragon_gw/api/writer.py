@@ -28,7 +28,9 @@ class HttpWriter:
     def __init__(self, send: Send, style: ErrorStyle, record: RequestRecord, clock: Callable[[], float],
                  echo_id: bytes | None = None, direct: DirectBody | None = None) -> None:
         """`direct`: the server's synchronous body writer for this request, when it has one
-        (server/direct.py): the relay then writes tokens from the upstream's callback."""
+        (server/direct.py): the relay then writes tokens from the upstream's callback.
+        `echo_id`: the request id for the head, given only on the fast path (no middleware
+        to echo it); only then may a whole answer go out past `send` (`_whole`)."""
         self._send = send
         self.direct = direct
         self.style = style
@@ -92,11 +94,15 @@ class HttpWriter:
         """Head and body in one write where the server allows it (`DirectBody.whole`), else
         the two ASGI messages."""
         self.started, self.status = True, status
-        if self._echo is not None:
-            headers.append((b"x-request-id", self._echo))
-        direct = self.direct
-        if direct is not None and direct.whole(status, headers, body):
-            return
+        echo = self._echo
+        if echo is not None:
+            headers.append((b"x-request-id", echo))
+            # Only on the fast path (the one that asks for the echo): no middleware wraps
+            # `send` there, so none has headers to add (CORS, the request id) that a write
+            # past `send` would leave out.
+            direct = self.direct
+            if direct is not None and direct.whole(status, headers, body):
+                return
         headers.append((b"content-length", b"%d" % len(body)))
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": body})
