@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,8 +29,10 @@ class Forward:
     def __init__(self, spec: RouteSpec) -> None:
         self.spec = spec
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await forward(gateway_of(scope), self.spec, scope, receive, send)
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        """`forward`'s coroutine itself, not one that awaits it: one coroutine frame less for
+        each of the thousands of requests that may wait in the queue."""
+        return forward(gateway_of(scope), self.spec, scope, receive, send)
 
 
 def _forward(path: str, spec: RouteSpec, methods: list[str], upstream: str | None = None) -> Route:
