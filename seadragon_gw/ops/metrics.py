@@ -116,20 +116,14 @@ class GatewayMetrics:
         granted = record.granted_at
         if granted is None:
             return
-        # `get(...) or _histogram(...)`: the call only for a label's first observation
-        queued = record.queued_at
-        if queued is not None:
-            key = (model, pclass)
-            (self._waits.get(key) or _histogram(self._waits, key, WAIT_BUCKETS)).observe(granted - queued)
+        if record.queued_at is not None:
+            _histogram(self._waits, (model, pclass), WAIT_BUCKETS).observe(granted - record.queued_at)
         if record.backend is None:
             return
-        first, finished = record.first_byte_at, record.finished_at
-        if first is not None:
-            (self._first_bytes.get(model) or _histogram(self._first_bytes, model, FIRST_BYTE_BUCKETS)
-             ).observe(first - granted)
-        if finished is not None:
-            (self._durations.get(model) or _histogram(self._durations, model, DURATION_BUCKETS)
-             ).observe(finished - granted)
+        if record.first_byte_at is not None:
+            _histogram(self._first_bytes, model, FIRST_BYTE_BUCKETS).observe(record.first_byte_at - granted)
+        if record.finished_at is not None:
+            _histogram(self._durations, model, DURATION_BUCKETS).observe(record.finished_at - granted)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
