@@ -12,6 +12,7 @@ request's own task streams the body while the dispatcher accounts for the slot.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -296,14 +297,22 @@ class Scheduler:
         return min(candidates, key=_preference)
 
     def _grant(self, parked: asyncio.Future[QueueEntry], entry: QueueEntry, backend: Backend) -> None:
+        """Hand `entry` to a parked dispatcher. The dispatcher is woken when the entry has
+        finished, not now: woken now, it would only start waiting for that (a task step per
+        request saved; its `await entry.finished` then returns at once)."""
         self._account(entry, backend)
-        parked.set_result(entry)
+        entry.finished.add_done_callback(functools.partial(_wake_dispatcher, parked, entry))
 
     def _account(self, entry: QueueEntry, backend: Backend) -> None:
         backend.active += 1
         if entry.record is not None:
             entry.record.effective_priority = self.effective_priority(entry)
         entry.grant(backend)
+
+
+def _wake_dispatcher(parked: asyncio.Future[QueueEntry], entry: QueueEntry, _: object) -> None:
+    if not parked.done():  # cancelled: the scheduler stopped
+        parked.set_result(entry)
 
 
 def _preference(backend: Backend) -> tuple[bool, float]:
