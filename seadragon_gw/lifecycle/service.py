@@ -277,8 +277,7 @@ class RequestService:
     def _pay(self, record: RequestRecord, principal: Principal, prepaid: bool) -> None:
         """The limits (unless paid when an async job was submitted), then the other checks."""
         if not prepaid:
-            for limit in self.limits:
-                limit.check(record, principal)
+            self.check_limits(record, principal)
         for rule in self.checks:
             rule.check(record, principal)
 

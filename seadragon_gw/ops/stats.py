@@ -90,8 +90,6 @@ class WaitSamples:
         return [(pclass, wait) for at, pclass, wait in items if at >= start]
 
 
-
-
 class RateWindow:
     """Counts of events per whole second, for the last `window_s` seconds."""
 

@@ -26,8 +26,8 @@ def client_of(record: RequestRecord) -> str | None:
 def usage_row(record: RequestRecord) -> UsageRow:
     """The row of one finished record. Runs once per request, when the record finishes (the
     row waits for the batch's write; the record does not): the credential string is made once
-    and the tuple built with `tuple.__new__`, not the NamedTuple's keyword constructor (2.4 ->
-    1.1 us a row here)."""
+    (it is the client too without an X-Client-ID) and the tuple built with `tuple.__new__`, not
+    the NamedTuple's keyword constructor (2.4 -> 1.1 us a row here)."""
     finished = record.finished_at if record.finished_at is not None else record.received_at
     outcome = record.outcome or "ok"
     upstream_s = ttfb_s = None
@@ -37,16 +37,13 @@ def usage_row(record: RequestRecord) -> UsageRow:
         first = record.first_byte_at
         if first is not None:
             ttfb_s = first - start if first > start else 0.0
-    kind = record.credential_kind
-    credential = None if kind is None else f"{kind}:{record.credential_name}"
+    credential = credential_of(record)
     model = record.model
-    queue_wait_s = None if record.queued_at is None or record.granted_at is None else \
-        record.granted_at - record.queued_at
     status = record.status
     return _new_row(UsageRow, (
         finished, record.request_id, record.method, record.route, credential, record.client_id or credential,
         model_key(model) if model else None, record.backend, status, outcome,
-        outcome not in _NOT_ERRORS or status >= 400, record.stream, queue_wait_s, ttfb_s, upstream_s,
+        outcome not in _NOT_ERRORS or status >= 400, record.stream, record.queue_wait_s, ttfb_s, upstream_s,
         record.prompt_tokens, record.completion_tokens, record.bytes_out, record.profile, record.key_id))
 
 
