@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import GatewayError
 from ..records.record import request_id_from
+from ..server.direct import DIRECT_BODY
 from .context import ECHO_REQUEST_ID, REQUEST_ID_KEY, request_ids_of
 from .errors import as_api_error, error_body, style_for_path
 from .routes import Forward
@@ -51,12 +52,19 @@ class FastPath:
         return self.app.routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            hit = self._table.get(scope["path"])
-            if hit is not None and scope["method"] in hit[0]:
-                await self._forward(hit[1], scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        try:
+            if scope["type"] == "http":
+                hit = self._table.get(scope["path"])
+                if hit is not None and scope["method"] in hit[0]:
+                    await self._forward(hit[1], scope, receive, send)
+                    return
+            await self.app(scope, receive, send)
+        finally:
+            # The server's DirectBody refers to uvicorn's request cycle, which refers to this
+            # scope: a reference cycle per request, left (with the cycle's ~10 other objects)
+            # to the garbage collector, which then ran every ~65 requests. Dropped here, all
+            # of it is freed when the request ends.
+            scope.pop(DIRECT_BODY, None)
 
     async def _forward(self, endpoint: Forward | Show, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self.app
