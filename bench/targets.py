@@ -15,8 +15,8 @@ Names (bench/run.py `--targets`):
 - `base@REF`: the gateway as of git ref REF, from a `git worktree add` of REF in a temp
   folder (removed afterwards) run with this venv and PYTHONPATH set to that worktree only; the
   start checks that `seadragon_gw` is imported from the worktree, not from this tree.
-  `base-off@REF`: the same with the operator features off, to compare a change with
-  `seadragon-off` (both configs alike).
+  `base-off@REF` / `base-on@REF`: the same with the operator features off / on, to compare a
+  change with `seadragon-off` / `seadragon` (both configs alike).
 
 Every gateway gets the same generated config, with only keys that old and new gateways both
 know (a typo-checking config loader refuses unknown keys); `extra_server` adds newer keys for
@@ -225,7 +225,7 @@ def _gateway_cmd(name: str, config: str, port: int, env: dict[str, str], workdir
     if name in ("seadragon", "seadragon-off"):
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         return [sys.executable, "-m", "seadragon_gw", *serve], None
-    if name.startswith(("base@", "base-off@")):
+    if name.startswith(("base@", "base-off@", "base-on@")):
         tree = add_worktree(name.partition("@")[2])
         env["PYTHONPATH"] = tree
         try:
@@ -264,6 +264,8 @@ def start_target(name: str, backend_port: int, max_concurrent: int, core: str,
         sections = {"seadragon": OPERATIONS_ON, "seadragon-off": OPERATIONS_OFF}.get(name, "")
         if name.startswith("base-off@"):
             sections = OPERATIONS_OFF  # the build at REF with the operator features off (A/B against seadragon-off)
+        elif name.startswith("base-on@"):
+            sections = OPERATIONS_ON  # ... and on (A/B against seadragon)
         config = gateway_config(workdir, port, backend_port, max_concurrent, extra_server, max_waiting, sections,
                                 backends_extra)
         cmd, tree = _gateway_cmd(name, config, port, env, workdir)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -61,10 +60,6 @@ class _Histogram:
         self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self.sum = 0.0
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
     def buckets(self) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
         total = 0
@@ -72,6 +67,43 @@ class _Histogram:
             total += count
             out.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(total)))
         return out
+
+    def add(self, other: _Histogram) -> None:
+        """Count `other`'s observations here too (same bounds)."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.sum += other.sum
+
+
+class _Times:
+    """The three time histograms of one (model, priority class): one lookup per request, the
+    observations inline (`bisect` is C). The upstream ones are shown per model only; they are
+    summed over the classes when scraped."""
+
+    __slots__ = ("wait", "first_byte", "duration")
+
+    def __init__(self) -> None:
+        self.wait = _Histogram(WAIT_BUCKETS)
+        self.first_byte = _Histogram(FIRST_BYTE_BUCKETS)
+        self.duration = _Histogram(DURATION_BUCKETS)
+
+    def observe(self, record: RequestRecord, granted: float) -> None:
+        queued = record.queued_at
+        if queued is not None:
+            wait = self.wait
+            wait.counts[bisect.bisect_left(WAIT_BUCKETS, granted - queued)] += 1
+            wait.sum += granted - queued
+        if record.backend is None:
+            return
+        first = record.first_byte_at
+        if first is not None:
+            first_byte = self.first_byte
+            first_byte.counts[bisect.bisect_left(FIRST_BYTE_BUCKETS, first - granted)] += 1
+            first_byte.sum += first - granted
+        finished = record.finished_at
+        if finished is not None:
+            duration = self.duration
+            duration.counts[bisect.bisect_left(DURATION_BUCKETS, finished - granted)] += 1
+            duration.sum += finished - granted
 
 
 class _Series:
@@ -91,9 +123,7 @@ class GatewayMetrics:
     def __init__(self, registry: Registry, scheduler: Scheduler, inflight: InFlight) -> None:
         self._backends = registry
         self._series: dict[tuple[str, str, int, str, str], _Series] = {}
-        self._waits: dict[tuple[str, str], _Histogram] = {}
-        self._first_bytes: dict[str, _Histogram] = {}
-        self._durations: dict[str, _Histogram] = {}
+        self._times: dict[tuple[str, str], _Times] = {}
         self._models: dict[str | None, str] = {}
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
@@ -116,14 +146,11 @@ class GatewayMetrics:
         granted = record.granted_at
         if granted is None:
             return
-        if record.queued_at is not None:
-            _histogram(self._waits, (model, pclass), WAIT_BUCKETS).observe(granted - record.queued_at)
-        if record.backend is None:
-            return
-        if record.first_byte_at is not None:
-            _histogram(self._first_bytes, model, FIRST_BYTE_BUCKETS).observe(record.first_byte_at - granted)
-        if record.finished_at is not None:
-            _histogram(self._durations, model, DURATION_BUCKETS).observe(record.finished_at - granted)
+        key = (model, pclass)
+        times = self._times.get(key)
+        if times is None:
+            times = self._times[key] = _Times()
+        times.observe(record, granted)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -161,13 +188,20 @@ class GatewayMetrics:
         for (route, reason), value in by_refusal.items():
             refused.add_metric([route, reason], value)
         yield from (requests, tokens, limited, refused)
+        waits: dict[tuple[str, ...], _Histogram] = {}
+        first_bytes: dict[tuple[str, ...], _Histogram] = {}
+        durations: dict[tuple[str, ...], _Histogram] = {}
+        for (model, pclass), times in self._times.items():
+            if sum(times.wait.counts):
+                waits[(model, pclass)] = times.wait
+            _merge(first_bytes, (model,), times.first_byte)
+            _merge(durations, (model,), times.duration)
         yield _histogram_family("seadragon_queue_wait_seconds", "Time from entering the queue to a slot",
-                                ["model", "priority"], {k: v for k, v in self._waits.items()})
+                                ["model", "priority"], waits)
         yield _histogram_family("seadragon_upstream_first_byte_seconds",
-                                "Time from the slot to the backend's first byte", ["model"],
-                                {(k,): v for k, v in self._first_bytes.items()})
+                                "Time from the slot to the backend's first byte", ["model"], first_bytes)
         yield _histogram_family("seadragon_upstream_duration_seconds", "Time from the slot to the request's end",
-                                ["model"], {(k,): v for k, v in self._durations.items()})
+                                ["model"], durations)
 
     def _model_label(self, name: str | None) -> str:
         """The model key when some backend serves it: a client's garbage names all read "other".
@@ -194,11 +228,14 @@ class _Collector:
         return self._metrics.families()
 
 
-def _histogram(table: dict[Any, _Histogram], key: Any, bounds: tuple[float, ...]) -> _Histogram:
-    histogram = table.get(key)
-    if histogram is None:
-        histogram = table[key] = _Histogram(bounds)
-    return histogram
+def _merge(table: dict[tuple[str, ...], _Histogram], key: tuple[str, ...], histogram: _Histogram) -> None:
+    """Add `histogram` to `table[key]` (a copy made on first use); an empty one adds nothing."""
+    if not sum(histogram.counts):
+        return
+    total = table.get(key)
+    if total is None:
+        total = table[key] = _Histogram(histogram.bounds)
+    total.add(histogram)
 
 
 def _histogram_family(name: str, doc: str, labels: list[str], series: dict[tuple[str, ...], _Histogram]
