@@ -226,6 +226,63 @@ async def test_the_batch_drops_the_oldest_and_reports_the_recovery(caplog: pytes
     ]
 
 
+async def test_a_working_database_loses_nothing_however_fast_items_arrive() -> None:
+    """More than `max_items` arrive within one interval: the batch writes early (at a quarter of
+    the bound) instead of dropping the oldest, every item once, in order."""
+    written: list[list[int]] = []
+    wrote = asyncio.Event()
+
+    async def write(items: list[int]) -> None:
+        await asyncio.sleep(0)  # the write takes a loop turn, as SQLite's thread does
+        written.append(items)
+        wrote.set()
+
+    batch: WriteBatch[int] = WriteBatch("test log", write, interval_s=3600, max_items=100)
+    batch.start()
+    try:
+        for i in range(1000):
+            batch.add(i)
+            if i % 10 == 9:
+                await asyncio.sleep(0)  # requests finish between loop turns
+        assert batch.dropped == 0
+        wrote.clear()
+        while written == [] or sum(map(len, written)) < 1000 - batch.pending:
+            await asyncio.wait_for(wrote.wait(), 5)
+            wrote.clear()
+    finally:
+        await batch.close()
+    assert [i for items in written for i in items] == list(range(1000))
+    assert all(len(items) <= 100 for items in written)
+
+
+async def test_a_failing_database_is_retried_at_the_interval_not_at_every_item() -> None:
+    attempts: list[int] = []
+    failing = True
+
+    async def write(items: list[int]) -> None:
+        attempts.append(len(items))
+        if failing:
+            raise OSError("disk on fire")
+
+    batch: WriteBatch[int] = WriteBatch("test log", write, interval_s=3600, max_items=8)
+    batch.start()
+    try:
+        for i in range(2):
+            batch.add(i)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert attempts == [2]  # the early write at a quarter of the bound; it fails
+        for i in range(2, 40):
+            batch.add(i)
+            await asyncio.sleep(0)
+        assert attempts == [2]  # failing: the next try waits for the interval
+        assert batch.pending == 8 and batch.dropped == 32  # 40 added, the newest 8 kept
+    finally:
+        failing = False
+        await batch.close()
+    assert attempts == [2, 8]  # closing writes what is left
+
+
 def test_a_usage_row_holds_each_field_of_its_record_in_its_column() -> None:
     """usage_row builds the tuple positionally (for speed): every field lands in its own column."""
     from seadragon_gw.records.record import RequestRecord

@@ -1,8 +1,11 @@
 """A bounded write-behind batch: `add` on the request path, the database write in the background.
 
 `add` only appends to a deque (O(1), no I/O). A task hands everything pending to `write`
-every `interval_s`, and `close` writes what is left. While the database cannot take the
-write (read-only, deleted, locked) the batch is kept for the next try, but never more than
+every `interval_s`, or as soon as a quarter of `max_items` is pending (at 7,500 requests a
+second a 2 s interval gathers 15,000 rows: without the early write a working database would
+lose a third of them to the bound), and `close` writes what is left. While the database
+cannot take the write (read-only, deleted, locked) the batch is kept for the next try, every
+`interval_s` (never sooner: a failing database is not retried in a loop), but never more than
 `max_items`: beyond that the oldest items are dropped. That is said once, at WARNING, when
 writing starts failing, and once more, with the number dropped, when it works again.
 """
@@ -27,9 +30,11 @@ class WriteBatch(Generic[T]):
         self._write = write
         self._interval_s = interval_s
         self._max = max_items
+        self._soon = max(1, max_items // 4)  # this many pending: write now, not at the interval
         self._items: deque[T] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = False
+        self._due = asyncio.Event()  # wakes the task: enough is pending, or closing
         self._failing = False
         self._dropped = 0
         self._writing = asyncio.Lock()
@@ -41,6 +46,8 @@ class WriteBatch(Generic[T]):
             items.popleft()
             self._dropped += 1
         items.append(item)
+        if len(items) == self._soon and not self._failing:
+            self._due.set()
 
     @property
     def pending(self) -> int:
@@ -58,7 +65,8 @@ class WriteBatch(Generic[T]):
     async def close(self) -> None:
         """Stop the task between writes, then write whatever is pending."""
         if self._task is not None:
-            self._stopping.set()
+            self._stopping = True
+            self._due.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
@@ -92,11 +100,14 @@ class WriteBatch(Generic[T]):
         self._dropped = 0
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
-            if not self._stopping.is_set():
+                await asyncio.wait_for(self._due.wait(), self._interval_s)
+            self._due.clear()
+            if not self._stopping:
                 await self.flush()
+                if len(self._items) >= self._soon and not self._failing:
+                    self._due.set()  # more arrived while writing: write again at once
 
     def _keep(self, batch: list[T]) -> None:
         """Put a failed batch back in front of what arrived meanwhile, oldest dropped first."""
