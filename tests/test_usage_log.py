@@ -303,3 +303,6 @@ def test_a_usage_row_holds_each_field_of_its_record_in_its_column() -> None:
         ts=50.0, request_id="gw-8", method="GET", route="/api/tags", credential=None, client=None, model=None,
         backend=None, status=401, outcome="rejected", is_error=True, stream=False, queue_wait_s=None, ttfb_s=None,
         upstream_s=None, tokens_in=None, tokens_out=None, bytes_out=0, profile=None, key_id=None)
+    # What sqlite3 binds without its slow paths (store/usage.py UsageValues): a plain tuple, no bools.
+    for row in (usage_row(record), usage_row(refused)):
+        assert type(row) is tuple and not any(isinstance(value, bool) for value in row)

@@ -55,6 +55,13 @@ class UsageRow(NamedTuple):
     key_id: int | None = None  # the API key's id (schema v6)
 
 
+UsageValues = tuple[float, str, str, str, str | None, str | None, str | None, str | None, int, str, int, int,
+                    float | None, float | None, float | None, int | None, int | None, int, str | None, int | None]
+"""A `UsageRow`'s values as the usage log writes them per request: a plain tuple with 0/1 ints
+for the two flags. sqlite3 binds that fastest: a NamedTuple's items are fetched through the
+sequence protocol and a bool goes through the adapter lookup (a 20-column row: 2.8 us to
+insert, 4.8 us as a NamedTuple with bools). A `UsageRow` is one too, bound the slower way."""
+
 _COLUMNS = ", ".join(UsageRow._fields)
 _INSERT = f"INSERT INTO usage_log ({_COLUMNS}) VALUES ({', '.join('?' * len(UsageRow._fields))})"
 
@@ -106,7 +113,7 @@ class UsageRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert_many(self, rows: Sequence[UsageRow]) -> None:
+    async def insert_many(self, rows: Sequence[UsageValues]) -> None:
         if not rows:
             return
         async with self._db.transaction() as tx:

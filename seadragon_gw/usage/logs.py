@@ -29,7 +29,7 @@ from ..records.record import RequestRecord
 from ..store.bundle import Store
 from ..store.crashes import CrashRow
 from ..store.missing_models import MissingModel
-from ..store.usage import UsageGroup, UsageQuery, UsageRow
+from ..store.usage import UsageGroup, UsageQuery, UsageValues
 from .batch import WriteBatch
 from .rows import client_of, crash_row, usage_row
 
@@ -47,7 +47,7 @@ class OpsLogs:
         self._store = store
         self._clock = clock
         every, most = config.flush_s, config.max_batch
-        self._usage: WriteBatch[UsageRow] = WriteBatch(
+        self._usage: WriteBatch[UsageValues] = WriteBatch(
             "usage log", store.usage.insert_many, interval_s=every, max_items=most)
         self._crashes: WriteBatch[CrashRow] = WriteBatch(
             "crash log", store.crashes.insert_many, interval_s=every, max_items=most)
@@ -132,7 +132,7 @@ class OpsLogs:
                     log.info("usage log: pruned %d row(s) older than %g days", removed, self.config.retention_days)
             await asyncio.sleep(self.config.prune_s)
 
-    def _batches(self) -> tuple[WriteBatch[UsageRow], WriteBatch[CrashRow], WriteBatch[RequestRecord]]:
+    def _batches(self) -> tuple[WriteBatch[UsageValues], WriteBatch[CrashRow], WriteBatch[RequestRecord]]:
         return self._usage, self._crashes, self._missing
 
     async def _write_missing(self, records: list[RequestRecord]) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from ..model_names import model_key
 from ..records.record import RequestRecord
 from ..store.crashes import CrashRow
-from ..store.usage import UsageRow
+from ..store.usage import UsageValues
 
 _NOT_ERRORS = frozenset({"ok", "client_gone"})
-_new_row = tuple.__new__
 
 
 def credential_of(record: RequestRecord) -> str | None:
@@ -23,11 +22,10 @@ def client_of(record: RequestRecord) -> str | None:
     return record.client_id or credential_of(record)
 
 
-def usage_row(record: RequestRecord) -> UsageRow:
-    """The row of one finished record. Runs once per request, when the record finishes (the
-    row waits for the batch's write; the record does not): the credential string is made once
-    (it is the client too without an X-Client-ID) and the tuple built with `tuple.__new__`, not
-    the NamedTuple's keyword constructor (2.4 -> 1.1 us a row here)."""
+def usage_row(record: RequestRecord) -> UsageValues:
+    """The row of one finished record (`UsageRow`'s fields, as `UsageValues`). Runs once per
+    request, when the record finishes (the row waits for the batch's write; the record does
+    not): the credential string is made once (it is the client too without an X-Client-ID)."""
     finished = record.finished_at if record.finished_at is not None else record.received_at
     outcome = record.outcome or "ok"
     upstream_s = ttfb_s = None
@@ -40,11 +38,11 @@ def usage_row(record: RequestRecord) -> UsageRow:
     credential = credential_of(record)
     model = record.model
     status = record.status
-    return _new_row(UsageRow, (
-        finished, record.request_id, record.method, record.route, credential, record.client_id or credential,
-        model_key(model) if model else None, record.backend, status, outcome,
-        outcome not in _NOT_ERRORS or status >= 400, record.stream, record.queue_wait_s, ttfb_s, upstream_s,
-        record.prompt_tokens, record.completion_tokens, record.bytes_out, record.profile, record.key_id))
+    return (finished, record.request_id, record.method, record.route, credential, record.client_id or credential,
+            model_key(model) if model else None, record.backend, status, outcome,
+            0 if outcome in _NOT_ERRORS and status < 400 else 1, 1 if record.stream else 0, record.queue_wait_s,
+            ttfb_s, upstream_s, record.prompt_tokens, record.completion_tokens, record.bytes_out, record.profile,
+            record.key_id)
 
 
 def crash_row(record: RequestRecord) -> CrashRow:
