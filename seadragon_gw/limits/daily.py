@@ -35,15 +35,20 @@ class DailyCounts:
         self._counts: dict[ClientKey, DayCount] = {}
 
     def of(self, key: ClientKey) -> DayCount:
-        """Today's count for `key`, made on first use."""
-        self._roll()
+        """Today's count for `key`, made on first use. (Per request: the day's compare is
+        inline, `_roll` runs only when it fails.)"""
+        now = self._wall()
+        if not self._rolls_at - DAY_S <= now < self._rolls_at:
+            self._roll(now)
         count = self._counts.get(key)
         if count is None:
             count = self._counts[key] = DayCount()
         return count
 
     def get(self, key: ClientKey) -> DayCount | None:
-        self._roll()
+        now = self._wall()
+        if not self._rolls_at - DAY_S <= now < self._rolls_at:
+            self._roll(now)
         return self._counts.get(key)
 
     @property
@@ -52,21 +57,22 @@ class DailyCounts:
         return (self._day + 1) * DAY_S
 
     def seconds_left(self) -> float:
-        self._roll()
-        return max(0.0, self.resets_at - self._wall())
+        now = self._wall()
+        self._roll(now)
+        return max(0.0, self.resets_at - now)
 
     def load(self, totals: Mapping[ClientKey, tuple[int, int]]) -> None:
         """Start today from counts read back from the usage log (after a restart)."""
-        self._roll()
+        self._roll(self._wall())
         for key, (requests, tokens) in totals.items():
             count = self.of(key)
             count.requests = max(count.requests, requests)
             count.tokens = max(count.tokens, tokens)
 
-    def _roll(self) -> None:
-        """Drop every count once the day is over: a compare per call, the rest at midnight. A
-        wall clock set back into an earlier day rolls too (the counts were that day's)."""
-        now = self._wall()
+    def _roll(self, now: float) -> None:
+        """Drop every count once the day is over (callers compare first; this is the rest, at
+        midnight). A wall clock set back into an earlier day rolls too (the counts were that
+        day's)."""
         if self._rolls_at - DAY_S <= now < self._rolls_at:
             return
         day = int(now // DAY_S)
