@@ -85,9 +85,15 @@ class _Lines:
         return out if self.rewrite is None else self.rewrite(out)
 
     def push(self, chunk: bytes) -> bool:
-        """The pushed relay's sink, in the upstream's callback: False when the client is full."""
-        out = self.cut(chunk)
-        return self.writer.chunk_now(out) if out else True
+        """The pushed relay's sink, in the upstream's callback: False when the client is full.
+        A read of whole lines with nothing waiting (a streamed token, nearly always) goes out
+        as it is, without `cut`'s frame."""
+        if self.pending or self.rewrite is not None or chunk[-1:] != b"\n":
+            out = self.cut(chunk)
+            return self.writer.chunk_now(out) if out else True
+        writer = self.writer
+        writer.event_open = chunk[-2:] != b"\n\n"
+        return writer.chunk_now(chunk)
 
 
 async def _push(lines: _Lines, response: UpstreamResponse, direct: DirectBody) -> None:

@@ -183,15 +183,11 @@ class Response:
         """Push what this read brought (several chunks of a burst go out as one write, as the
         pull loop relays what it finds waiting in one send)."""
         chunks = self._chunks
-        if self._sink is None or not chunks:
+        sink = self._sink
+        if sink is None or not chunks:
             return
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
-        self._deliver(data)
-
-    def _deliver(self, data: bytes) -> None:
-        sink = self._sink
-        assert sink is not None
         try:
             more = sink(data)
         except BaseException as exc:  # the consumer's failure ends the push, not the loop's callback
