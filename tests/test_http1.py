@@ -294,6 +294,35 @@ async def test_silence_before_the_head_and_mid_body_times_out() -> None:
         await pool.close()
 
 
+async def test_silence_on_a_reused_connection_times_out_after_an_idle_spell() -> None:
+    """The silence timer outlives a request on a kept-alive connection: while the connection
+    waits in the pool it fires with nothing to watch, and a later request that the backend
+    never answers still times out, on the same connection, and is not sent again on a new
+    one (the backend has it: only a connection closed while idle is retried)."""
+    requests: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await read_request(reader)
+            requests.append(head.split(b" ")[1])
+            if len(requests) > 1:
+                await asyncio.sleep(5)  # every later request: never answered
+            writer.write(ok(b"first"))
+            await writer.drain()
+
+    async with Script(handler) as script:
+        pool = script.pool(read_timeout_s=0.2)
+        response = await pool.request("GET", "/one", [], None)
+        assert await response.read() == b"first"
+        response.release()
+        await asyncio.sleep(0.5)  # longer than the read timeout, idle in the pool
+        with pytest.raises(ResponseFailed) as silent:
+            await pool.request("POST", "/two", [], b"{}")
+        assert silent.value.timed_out
+        assert requests == [b"/one", b"/two"] and script.connections == 1  # on the kept-alive connection
+        await pool.close()
+
+
 async def test_a_slow_consumer_pauses_reading_instead_of_buffering_everything() -> None:
     total = 8 * 1024 * 1024
     sent = asyncio.Event()

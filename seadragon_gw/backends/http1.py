@@ -337,7 +337,10 @@ class Connection(asyncio.Protocol):
         if response is not self.response:
             return
         self.response = None
-        self._cancel_timer()
+        # The silence timer stays armed for the next request on this connection: it checks the
+        # silence when it fires (and re-arms from the last byte), and on an idle connection it
+        # fires once and stops. A timer made and cancelled per request was a TimerHandle and
+        # two libuv timer-heap operations each time.
         if reuse and not self.closed:
             self.resume_reading()
             self.pool.give_back(self)
@@ -418,8 +421,9 @@ class Pool:
             try:
                 return await self._exchange(conn, method, head, body)
             except ResponseFailed as exc:
-                # a connection the backend closed while idle: it never saw this request
-                if not exc.before_answer or not isinstance(body, (bytes, type(None))):
+                # a connection the backend closed while idle: it never saw this request. Not a
+                # timeout: a backend that is slow to answer has the request, and would get it twice
+                if not exc.before_answer or exc.timed_out or not isinstance(body, (bytes, type(None))):
                     raise
         return await self._exchange(await self._connect(), method, head, body)
 
