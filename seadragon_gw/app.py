@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from typing import cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,7 +17,7 @@ from starlette.routing import Route, Router
 from . import banner
 from .api.admin_routes import admin_routes
 from .api.auth_routes import auth_routes
-from .api.context import request_id_of
+from .api.context import GatewayApp, request_id_of
 from .api.cors import cors_middleware
 from .api.errors import ApiError, as_api_error, error_body, style_for_path
 from .api.fastpath import FastPath
@@ -48,6 +49,7 @@ def create_app(config: GatewayConfig, clocks: Clocks | None = None,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway = await Gateway.open(config, clocks, hasher)
         app.state.gateway = gateway
+        cast(GatewayApp, app).gateway = gateway  # what gateway_of reads
         try:
             await gateway.start()
             await _announce_bootstrap(gateway)
@@ -64,7 +66,7 @@ def create_app(config: GatewayConfig, clocks: Clocks | None = None,
     routes += openapi_routes()  # issue 10: /openapi.json, /docs
     routes += passthrough_routes()  # issue 9: seed 003's images, speech, transcriptions
     routes.append(Route("/api/ollama{rest:path}", OllamaPrefix(Router(native_routes()))))
-    return FastPath(Starlette(
+    return FastPath(GatewayApp(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(RequestIdMiddleware), *cors_middleware(config.server.cors_origins)],
