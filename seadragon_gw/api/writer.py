@@ -62,20 +62,13 @@ class HttpWriter:
 
     def chunk_now(self, data: bytes) -> bool:
         """`chunk` without the await, through `direct` (check `direct.usable` first); False
-        when the client's buffer is full (wait for `direct.on_resume`). Runs once per streamed
-        token, so `_count` is written out here (a frame less per token)."""
-        record = self.record
-        if record.first_byte_at is None:
-            record.first_byte_at = self._clock()
-        record.bytes_out += len(data)
-        scan_usage(record, data)
-        direct = self.direct
-        assert direct is not None
-        return direct.write(data)
+        when the client's buffer is full (wait for `direct.on_resume`)."""
+        self._count(data)
+        assert self.direct is not None
+        return self.direct.write(data)
 
     def _count(self, data: bytes) -> None:
-        """The record's share of a body piece: first-byte time, bytes, token usage (the same
-        as `chunk_now`'s)."""
+        """The record's share of a body piece: first-byte time, bytes, token usage."""
         record = self.record
         if record.first_byte_at is None:
             record.first_byte_at = self._now()
