@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -101,7 +101,7 @@ class GatewayFactory:
     tmp_path: Path
     started: list[ThreadedServer] = field(default_factory=list)
 
-    def config(self, backends: list[FakeBackend] | list[dict[str, Any]], **sections: Any) -> GatewayConfig:
+    def config(self, backends: Sequence[FakeBackend | dict[str, Any]], **sections: Any) -> GatewayConfig:
         specs = [
             b if isinstance(b, dict) else {"name": f"b{i}", "kind": b.kind, "url": b.url, "max_concurrent": 1}
             for i, b in enumerate(backends)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -140,7 +140,7 @@ class FakeApi:
         wanted = p.canonical(name)
         return wanted if wanted in self.models else None
 
-    def _use(self, rec: Recorded, openai: bool) -> tuple[dict, str] | Reply:
+    def _use(self, rec: Recorded, openai: bool) -> tuple[dict[str, Any], str] | Reply:
         """Validate the body and model; marks the model as loaded for /api/ps."""
         body = rec.json if isinstance(rec.json, dict) else None
         if body is None:
@@ -153,7 +153,7 @@ class FakeApi:
             return _json(p.openai_error(msg, 404), 404) if openai else _json({"error": msg}, 404)
         if found not in self.loaded:
             self.loaded.append(found)
-        return body, model
+        return body, cast(str, model)  # _find returned a name, so `model` is a non-empty str
 
     # ------------------------------------------------------------ native handlers
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,12 @@ from .server import ThreadedServer
 __all__ = ["DEFAULT_MODELS", "FakeBackend", "FakeStreamAbort", "Recorded"]
 
 DEFAULT_MODELS = ("llama3:latest", "qwen2.5:7b", "nomic-embed-text:latest")
+
+# ASGI callables, as uvicorn passes them to the app.
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 class FakeStreamAbort(Exception):
@@ -185,7 +191,7 @@ class FakeBackend:
 
     # ------------------------------------------------------------ ASGI plumbing
 
-    async def _asgi(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
@@ -202,7 +208,7 @@ class FakeBackend:
         else:
             await self._send_result(send, handler(rec), _Progress(), inference=False)
 
-    async def _serve_inference(self, rec: Recorded, handler: Handler, receive: Callable, send: Callable) -> None:
+    async def _serve_inference(self, rec: Recorded, handler: Handler, receive: Receive, send: Send) -> None:
         """Respond while watching for http.disconnect, because uvicorn's send() ignores a gone client."""
         self.active += 1
         progress = _Progress()
@@ -222,7 +228,7 @@ class FakeBackend:
             watch.cancel()
             self.active -= 1
 
-    async def _respond(self, rec: Recorded, handler: Handler, send: Callable, progress: _Progress) -> None:
+    async def _respond(self, rec: Recorded, handler: Handler, send: Send, progress: _Progress) -> None:
         if self._holding:
             await self._park()
         if self.delay_s:
@@ -239,7 +245,7 @@ class FakeBackend:
             self.waiting -= 1
 
     async def _send_result(
-        self, send: Callable, result: Reply | Stream, progress: _Progress, *, inference: bool
+        self, send: Send, result: Reply | Stream, progress: _Progress, *, inference: bool
     ) -> None:
         """Write a reply, or a stream chunk by chunk applying the mid-stream controls to inference."""
         if isinstance(result, Reply):
@@ -274,7 +280,7 @@ def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> Non
         time.sleep(0.002)
 
 
-async def _record(scope: dict, receive: Callable) -> Recorded:
+async def _record(scope: Scope, receive: Receive) -> Recorded:
     chunks: list[bytes] = []
     while True:
         message = await receive()
@@ -293,13 +299,13 @@ async def _record(scope: dict, receive: Callable) -> Recorded:
     return Recorded(scope["method"], scope["path"], headers, body, parsed, query)
 
 
-async def _until_disconnect(receive: Callable) -> None:
+async def _until_disconnect(receive: Receive) -> None:
     """Skip any trailing empty http.request messages; only http.disconnect means the client left."""
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def _send_reply(send: Callable, reply: Reply) -> None:
+async def _send_reply(send: Send, reply: Reply) -> None:
     headers = [(b"content-length", str(len(reply.body)).encode())]
     if reply.content_type:
         headers.append((b"content-type", reply.content_type.encode()))
@@ -308,7 +314,7 @@ async def _send_reply(send: Callable, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body, "more_body": False})
 
 
-async def _lifespan(receive: Callable, send: Callable) -> None:
+async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -34,7 +34,7 @@ def chat(marker: str = "hello", *, model: str = "llama3", stream: bool | None = 
 
 def markers(backend: FakeBackend) -> list[str]:
     """The marker of each inference request, in the order the backend received them."""
-    return [r.json["messages"][0]["content"] for r in backend.inference_requests()]
+    return [cast("dict[str, Any]", r.json)["messages"][0]["content"] for r in backend.inference_requests()]
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
