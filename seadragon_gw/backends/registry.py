@@ -85,10 +85,14 @@ class Registry:
         backends = [b for b in self.serving(key) if b.may_queue]
         if profile is not None:
             return self._with_profile(key, backends, profile)
-        if not any(b.healthy for b in backends):
-            for backend in backends:
-                if backend.state in NEEDS_START:  # may_queue: so not `start: manual`
-                    self.ensure_started(backend)
+        # A loop, not any(): this runs per request, and any() that stops early closes its
+        # generator by raising GeneratorExit in it.
+        for backend in backends:
+            if backend.healthy:
+                return backends
+        for backend in backends:  # none is up: start the stopped managed ones
+            if backend.state in NEEDS_START:  # may_queue: so not `start: manual`
+                self.ensure_started(backend)
         return backends
 
     def ensure_started(self, backend: Backend, now: bool = False) -> asyncio.Task[None] | None:
