@@ -11,7 +11,8 @@ What it does and does not do:
 - keep-alive pooling per backend (LIFO, idle connections dropped after `keepalive_s`, below
   the 5 s idle timeout of uvicorn-based backends), no connection limit (the scheduler limits
   concurrency); a request that finds its reused connection closed before any answer byte is
-  sent once more on a fresh connection (the server closed it idle, it never saw the request);
+  sent once more on a fresh connection (the server closed it idle, it never saw the request;
+  one that timed out is not: the server has it);
 - `read_timeout_s` of silence before the head or between body bytes fails the response; one
   timer per connection, re-armed lazily (a chunk only stores the time);
 - bodies raw (no decompression), request bodies as bytes (Content-Length) or an async
@@ -62,7 +63,7 @@ class Response:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._chunks: collections.deque[bytes] = collections.deque()
+        self._chunks = conn.body  # the connection's: the parser appends to it (`Connection.body`)
         self._waiter: asyncio.Future[None] | None = None
         self._buffered = 0
         self._head: asyncio.Future[None] = conn.loop.create_future()
@@ -147,11 +148,13 @@ class Response:
         self._conn.finished(self, reuse=self.complete and self.error is None)
 
     # -- fed by the connection ----------------------------------------------------------
-    def _feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        if self._sink is not None:  # pushed at the end of this read (`flush_push`), in one piece
+    def _received(self, nbytes: int) -> None:
+        """A read of `nbytes` is parsed and its body bytes are in `_chunks`: wake the reader,
+        and stop reading once it lags `_HIGH_WATER` behind (a pushed response's read goes to
+        `flush_push` instead)."""
+        if not self._chunks:
             return
-        self._buffered += len(data)
+        self._buffered += nbytes
         if self._buffered >= _HIGH_WATER:
             self._conn.pause_reading()
         self._wake()
@@ -225,6 +228,11 @@ class Connection(asyncio.Protocol):
         self.pool = pool
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
+        # The body bytes of the current response, appended by the parser itself: its `on_body`
+        # callback is this deque's (C) `append`, not a Python method (one frame less per read,
+        # which for a streamed token is per token). httptools reads the callback once, here.
+        self.body: collections.deque[bytes] = collections.deque()
+        self.on_body = self.body.append
         self.parser = httptools.HttpResponseParser(self)
         self.response: Response | None = None
         self.closed = False
@@ -256,7 +264,10 @@ class Connection(asyncio.Protocol):
             self._fail(ResponseFailed(f"bad response from the backend ({exc})"))
             self.close()
             return
-        response.flush_push()
+        if response._sink is not None:
+            response.flush_push()  # in one piece: several chunks of a burst go out as one write
+        else:
+            response._received(len(data))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost follows
@@ -301,10 +312,6 @@ class Connection(asyncio.Protocol):
             response._finish()
             self.close()  # the parser would wait for a body a HEAD answer never has
 
-    def on_body(self, body: bytes) -> None:
-        if self.response is not None:
-            self.response._feed(body)
-
     def on_message_complete(self) -> None:
         response = self.response
         if response is not None and not response.done:
@@ -316,6 +323,7 @@ class Connection(asyncio.Protocol):
     async def send(self, method: str, head: bytes, body: bytes | AsyncIterator[bytes] | None) -> Response:
         transport = self.transport
         assert transport is not None
+        self.body.clear()  # a reused connection's last body was read to the end: nothing is left
         self.response = response = Response(self)
         self.received_any = False
         self._framed = False
