@@ -313,3 +313,31 @@ def summary(runs: Runs, targets: list[str], chunks: int, slope_c: int, real_c: i
         out.append("")
         out.append("(nginx was not among --targets: the goals relative to nginx cannot be judged)")
     return out, records
+
+
+OPERATIONS_ON, OPERATIONS_OFF = "seadragon", "seadragon-off"
+OPERATIONS_LIMIT = 1.15
+
+
+def operations_summary(runs: Runs, targets: list[str]) -> list[str]:
+    """Issue 8's check, when both builds ran: CPU per request with the operator features on
+    over the same build with them off, as the median of per-round ratios (the two ran in the
+    same round, so an hour's drift cancels), for each cell both measured."""
+    if OPERATIONS_ON not in targets or OPERATIONS_OFF not in targets:
+        return []
+    out = ["", f"Issue 8: CPU per request, {OPERATIONS_ON} (metrics, usage log, rate limits on) over "
+           f"{OPERATIONS_OFF} (all three off), median of per-round ratios:", "",
+           "| scenario | conc | off us | on us | on / off | met (<= 1.15x)? |", "|---|---:|---:|---:|---:|---|"]
+    for (scenario, target, conc), on in sorted(runs.items()):
+        off = runs.get((scenario, OPERATIONS_OFF, conc))
+        if target != OPERATIONS_ON or off is None:
+            continue
+        rounds = sorted(set(on) & set(off))
+        if not rounds:
+            continue
+        x = median([ratio(on[r].gw_us_per_req, off[r].gw_us_per_req) for r in rounds])
+        out.append(f"| {scenario} | {conc} | {fmt(median([off[r].gw_us_per_req for r in rounds]), 1)} "
+                   f"| {fmt(median([on[r].gw_us_per_req for r in rounds]), 1)} | {x:.3f}x "
+                   f"| {'**met**' if x <= OPERATIONS_LIMIT else 'missed'} |")
+    return out
+

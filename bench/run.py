@@ -235,7 +235,7 @@ def print_report(args: argparse.Namespace, runs: report.Runs, names: list[str]) 
                            args.real_concurrency, args.real_tokens)
     lines = tables.all_rows() + tables.per_request() + tables.slopes() + tables.real()
     summary_lines, summary = report.summary(runs, names, args.chunks, args.slope_concurrency, args.real_concurrency)
-    text = "\n".join(lines + summary_lines)
+    text = "\n".join(lines + summary_lines + report.operations_summary(runs, names))
     print(text, flush=True)
     return text, summary
 
