@@ -28,7 +28,8 @@ _GROUP_SQL: dict[GroupBy | None, tuple[str, str]] = {
 
 
 class UsageRow(NamedTuple):
-    """One finished request, a tuple so that it goes to `executemany` as it is. `credential`
+    """One finished request's columns (the per-request log writes them as `UsageValues`, the
+    same values in a plain tuple; a `UsageRow` may be inserted too, a little slower). `credential`
     is "kind:name" (`key_id` the API key's id: names are not unique); `client` the
     X-Client-ID, else the credential; `model` the routing key (`llama3` is `llama3:latest`).
     Times in seconds."""

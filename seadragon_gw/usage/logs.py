@@ -64,8 +64,9 @@ class OpsLogs:
     def request_finished(self, record: RequestRecord) -> None:
         if self.enabled:
             # The row, not the record: a tuple of plain values, which the garbage collector
-            # stops tracking, where thousands of records waiting for the flush (2 s of
-            # traffic) would be walked by every collection; the record is freed at once.
+            # stops tracking, where thousands of records waiting for the write (up to a
+            # quarter of usage.max_batch) would be walked by every collection; the record is
+            # freed at once.
             self._usage.add(usage_row(record))
         if record.outcome == "upstream_error":
             self._crashes.add(crash_row(record))
