@@ -156,5 +156,6 @@ class Gateway:
         await self.registry.stop()
         await self.credentials.close()
         await self.last_used.close()
+        self.recorder.publish()  # the last requests' records, before the logs write the last time
         await self.logs.close()
         await self.store.close()
