@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 NAN = float("nan")
 REFERENCE = "nginx"
+PACED = ("pstream", "pstream_half")  # chunk C's pair: --paced-chunks N and N//2 paced token chunks
 
 
 @dataclass
@@ -108,10 +109,11 @@ class Tables:
     """Median rows of a run, looked up by cell; prints the detail tables."""
 
     def __init__(self, runs: Runs, targets: list[str], chunks: int, slope_c: int, paced_ms: float,
-                 real_c: int, real_tokens: int) -> None:
+                 real_c: int, real_tokens: int, paced_chunks: int) -> None:
         self.runs = runs
         self.targets = targets
         self.chunks, self.slope_c, self.paced_ms = chunks, slope_c, paced_ms
+        self.paced_chunks = paced_chunks  # pstream's length (pstream_half: half), for chunk C
         self.real_c, self.real_tokens = real_c, real_tokens
         self.rows = [median_row(list(v.values())) for v in runs.values()]
         self.by = {(r.target, r.scenario, r.concurrency): r for r in self.rows}
@@ -131,9 +133,9 @@ class Tables:
         return (self.cpu(t, "stream", self.slope_c) - self.cpu(t, "stream0", self.slope_c)) / self.chunks
 
     def chunk_c(self, t: str) -> float:
-        half = self.chunks // 2
+        half = self.paced_chunks // 2
         paced = self.cpu(t, "pstream", self.slope_c) - self.cpu(t, "pstream_half", self.slope_c)
-        return paced / (self.chunks - half)
+        return paced / (self.paced_chunks - half)
 
     def all_rows(self) -> list[str]:
         out = ["| scenario | conc | target | req/s | x direct | p50 ms (x direct) | p99 ms | +p50 ms | TTFC p50 ms "
@@ -179,19 +181,20 @@ class Tables:
         return out
 
     def slopes(self) -> list[str]:
-        if not any(sc in ("stream0", "pstream", "pstream_half") for (_, sc, _) in self.by):
+        if not any(sc in ("stream0", *PACED) for (_, sc, _) in self.by):
             return []
-        half, c = self.chunks // 2, self.slope_c
-        out = ["", f"Marginal cost of one chunk at c={c}, us (x nginx). B: back-to-back chunks, N={self.chunks} vs 0 "
+        n, paced, c = self.chunks, self.paced_chunks, self.slope_c
+        half = paced // 2
+        out = ["", f"Marginal cost of one chunk at c={c}, us (x nginx). B: back-to-back chunks, N={n} vs 0 "
                f"token chunks. C: paced ({self.paced_ms:g} ms between chunks, each chunk read and relayed alone, "
-               f"like tokens), N={self.chunks} vs {half}:", "",
-               f"| target | us/stream N | us/stream 0 | us/chunk B | us/paced stream N | us/paced stream {half} "
-               "| us/chunk C (paced) | reads/req paced N |",
+               f"like tokens), N={paced} vs {half} (--paced-chunks):", "",
+               f"| target | us/stream {n} | us/stream 0 | us/chunk B | us/paced stream {paced} "
+               f"| us/paced stream {half} | us/chunk C (paced) | reads/req paced {paced} |",
                "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for t in self.targets:
             cells = [xfmt(self.cpu(t, sc, c), self.cpu(REFERENCE, sc, c)) for sc in ("stream", "stream0")]
             cells.append(xfmt(self.chunk_b(t), self.chunk_b(REFERENCE), 1))
-            cells += [xfmt(self.cpu(t, sc, c), self.cpu(REFERENCE, sc, c)) for sc in ("pstream", "pstream_half")]
+            cells += [xfmt(self.cpu(t, sc, c), self.cpu(REFERENCE, sc, c)) for sc in PACED]
             cells.append(xfmt(self.chunk_c(t), self.chunk_c(REFERENCE), 1))
             cells.append(fmt(self.stat(t, "pstream", c, "reads_per_req"), 1))
             out.append(f"| {t} | " + " | ".join(cells) + " |")
@@ -242,17 +245,20 @@ class Goal:
                 "at_least": f">= {self.limit:g}", "at_most": f"<= {self.limit:g} {self.unit}"}[self.kind]
 
 
-def goals(runs: Runs, chunks: int, slope_c: int, real_c: int) -> list[Goal]:
+def goals(runs: Runs, chunks: int, slope_c: int, real_c: int, paced_chunks: int) -> list[Goal]:
+    """`chunks`: the back-to-back stream's length (issue 7's 20-chunk stream); `paced_chunks`:
+    pstream's (pstream_half's is half), chunk C's pair."""
     def get(t: str, sc: str, c: int, r: int, key: str) -> float:
         row = runs.get((sc, t, c), {}).get(r)
         if row is None:
             return NAN
         return row.gw_us_per_req if key == "cpu" else row.summary[key]
 
-    half = chunks // 2
+    half = paced_chunks // 2
 
     def chunk_c(t: str, r: int) -> float:
-        return (get(t, "pstream", slope_c, r, "cpu") - get(t, "pstream_half", slope_c, r, "cpu")) / (chunks - half)
+        paced = get(t, "pstream", slope_c, r, "cpu") - get(t, "pstream_half", slope_c, r, "cpu")
+        return paced / (paced_chunks - half)
 
     def added(sc: str, c: int, key: str) -> Callable[[str, int], float]:
         return lambda t, r: get(t, sc, c, r, key) - get("direct", sc, c, r, key)
@@ -260,7 +266,7 @@ def goals(runs: Runs, chunks: int, slope_c: int, real_c: int) -> list[Goal]:
     return [
         Goal("CPU per non-stream request, c=16", "x_nginx", 5.0, lambda t, r: get(t, "chat", 16, r, "cpu")),
         Goal(f"CPU per {chunks}-chunk stream, c=16", "x_nginx", 5.0, lambda t, r: get(t, "stream", 16, r, "cpu")),
-        Goal(f"CPU per paced token (chunk C, c={slope_c})", "x_nginx", 2.0, chunk_c),
+        Goal(f"CPU per paced token (chunk C, {paced_chunks} vs {half}, c={slope_c})", "x_nginx", 2.0, chunk_c),
         Goal("added p50 at c=1, non-stream", "over_nginx", 0.15, added("chat", 1, "p50_ms"),
              lambda r: get("direct", "chat", 1, r, "p50_ms"), unit="ms"),
         Goal(f"model-like streams c={real_c}: req/s ratio to direct", "at_least", 0.99,
@@ -274,7 +280,8 @@ def goals(runs: Runs, chunks: int, slope_c: int, real_c: int) -> list[Goal]:
     ]
 
 
-def summary(runs: Runs, targets: list[str], chunks: int, slope_c: int, real_c: int) -> tuple[list[str], list[dict]]:
+def summary(runs: Runs, targets: list[str], chunks: int, slope_c: int, real_c: int,
+            paced_chunks: int) -> tuple[list[str], list[dict]]:
     """Issue 7's targets per target: medians over rounds of each figure and of each per-round
     comparison with nginx, and whether the goal is met."""
     rounds = sorted({r for cell in runs.values() for r in cell})
@@ -285,7 +292,7 @@ def summary(runs: Runs, targets: list[str], chunks: int, slope_c: int, real_c: i
            "|---|---|---|---:|---:|---:|---:|---|"]
     records: list[dict] = []
     for t in [x for x in targets if x != REFERENCE] or targets:
-        for g in goals(runs, chunks, slope_c, real_c):
+        for g in goals(runs, chunks, slope_c, real_c, paced_chunks):
             value = median([g.value(t, r) for r in rounds])
             ref = median([g.value(REFERENCE, r) for r in rounds]) if has_ref else NAN
             direct = median([g.direct(r) for r in rounds])

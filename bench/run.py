@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py [--targets seadragon,nginx] [--repeat 3] [--duration 5]
         [--concurrency 1,16,64] [--chunks 20] [--scenarios chat,stream,real]
-        [--slope-scenarios stream0,pstream,pstream_half] [--slope-concurrency 16]
+        [--slope-scenarios stream0,pstream,pstream_half] [--slope-concurrency 16] [--paced-chunks 40]
         [--real-concurrency 64] [--real-duration 6] [--profile chat@16,stream@16] [--json out.json]
 
     # issue 7's measurement (targets as ratios to nginx, 3 alternating rounds):
@@ -42,6 +42,10 @@ measured window / requests completed in the window. CPU per streamed chunk, thre
     with --paced-ms between chunks, like a model's time per token, so every chunk is read,
     relayed and written alone (one event-loop wake-up each): the per-token cost a real stream
     pays. (Both runs are paced, so the loop is equally idle in both and only chunks differ.)
+    Here N is --paced-chunks (default 40, so pstream 40 vs pstream_half 20), not --chunks: the
+    slope is a difference of two CPU/stream figures divided by N - N/2, so over 20 tokens
+    instead of 10 the same per-stream noise moves it half as much. --chunks (default 20) stays
+    the length of stream, stream0 (A, B, issue 7's 20-chunk stream) and v1stream.
 
 Scenario `real` (model-like): the backend takes --real-ttft-ms (200) to the first token, then
 sends --real-tokens (50) tokens --real-interval-ms (20) apart, on a fixed schedule; it runs at
@@ -162,6 +166,12 @@ async def profile_run(target: targets.Target, sc: loadgen.Scenario, concurrency:
     return await asyncio.to_thread(finish_pyspy, spy, raw), row
 
 
+def make_scenario(name: str, args: argparse.Namespace, shape: loadgen.ModelShape) -> loadgen.Scenario:
+    """Scenario `name`; the paced pair (pstream, pstream_half) is --paced-chunks long, the rest --chunks."""
+    chunks = args.paced_chunks if name in report.PACED else args.chunks
+    return loadgen.scenario(name, chunks, args.paced_ms, shape)
+
+
 def progress(rep: int, repeat: int, row: Row, proxied: bool) -> None:
     s = row.summary
     print(f"  [{rep + 1}/{repeat}] {row.scenario:12s} c={row.concurrency:<3d} {row.target:14s} {s['rps']:8.0f} req/s  "
@@ -181,7 +191,7 @@ class Plan:
         names = [s for s in args.scenarios.split(",") if s]
         self.cells: list[tuple[loadgen.Scenario, int, float, float, float]] = []
         for name in names:
-            sc = loadgen.scenario(name, args.chunks, args.paced_ms, self.shape)
+            sc = make_scenario(name, args, self.shape)
             if name == "real":
                 stagger = self.shape.stream_s if args.real_stagger else 0.0
                 self.cells.append((sc, args.real_concurrency, args.real_duration,
@@ -189,7 +199,7 @@ class Plan:
             else:
                 self.cells += [(sc, c, args.duration, args.warmup, 0.0) for c in concs]
         for name in [s for s in args.slope_scenarios.split(",") if s]:
-            sc = loadgen.scenario(name, args.chunks, args.paced_ms, self.shape)
+            sc = make_scenario(name, args, self.shape)
             self.cells.append((sc, args.slope_concurrency, args.duration, args.warmup, 0.0))
         self.max_concurrency = max([64, *(c for _, c, *_ in self.cells)])
 
@@ -217,7 +227,7 @@ async def run_profiles(args: argparse.Namespace, started: list[targets.Target], 
     profiles: dict[str, str] = {}
     for spec in [p for p in args.profile.split(",") if p]:
         name, _, conc = spec.partition("@")
-        sc = loadgen.scenario(name, args.chunks, args.paced_ms, shape)
+        sc = make_scenario(name, args, shape)
         for t in started:
             if not t.python:
                 continue  # py-spy samples Python processes (nginx is C)
@@ -232,9 +242,10 @@ async def run_profiles(args: argparse.Namespace, started: list[targets.Target], 
 
 def print_report(args: argparse.Namespace, runs: report.Runs, names: list[str]) -> tuple[str, list[dict]]:
     tables = report.Tables(runs, names, args.chunks, args.slope_concurrency, args.paced_ms,
-                           args.real_concurrency, args.real_tokens)
+                           args.real_concurrency, args.real_tokens, args.paced_chunks)
     lines = tables.all_rows() + tables.per_request() + tables.slopes() + tables.real()
-    summary_lines, summary = report.summary(runs, names, args.chunks, args.slope_concurrency, args.real_concurrency)
+    summary_lines, summary = report.summary(runs, names, args.chunks, args.slope_concurrency, args.real_concurrency,
+                                            args.paced_chunks)
     text = "\n".join(lines + summary_lines + report.operations_summary(runs, names))
     print(text, flush=True)
     return text, summary
@@ -252,7 +263,7 @@ async def main_async(args: argparse.Namespace, plan: Plan, started: list[targets
 def write_json(args: argparse.Namespace, runs: report.Runs, names: list[str], text: str, summary: list[dict],
                profiles: dict[str, str]) -> None:
     medians = report.Tables(runs, names, args.chunks, args.slope_concurrency, args.paced_ms,
-                            args.real_concurrency, args.real_tokens).rows
+                            args.real_concurrency, args.real_tokens, args.paced_chunks).rows
     Path(args.json).write_text(json.dumps({
         "args": vars(args), "tables": text, "summary": summary, "profiles": profiles,
         "rows": [r.as_json() for r in medians],
@@ -298,7 +309,8 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run (default 1)")
     p.add_argument("--concurrency", default="1,16,64")
-    p.add_argument("--chunks", type=int, default=20, help="token chunks per stream (default 20)")
+    p.add_argument("--chunks", type=int, default=20,
+                   help="token chunks per stream, v1stream (default 20); the paced pair uses --paced-chunks")
     p.add_argument("--interval-ms", type=float, default=0.0, help="backend pause between chunks (0 = one loop turn)")
     p.add_argument("--scenarios", default="chat,stream,real",
                    help="chat, stream run at every --concurrency; real at --real-concurrency "
@@ -307,6 +319,8 @@ def main() -> None:
                    help="run at --slope-concurrency only, for the per-chunk slopes")
     p.add_argument("--slope-concurrency", type=int, default=16)
     p.add_argument("--paced-ms", type=float, default=2.0, help="pause between chunks in pstream/pstream_half")
+    p.add_argument("--paced-chunks", type=int, default=40,
+                   help="token chunks in pstream (pstream_half: half), for chunk C's slope (default 40 vs 20)")
     p.add_argument("--real-concurrency", type=int, default=64)
     p.add_argument("--real-duration", type=float, default=6.0, help="measured seconds of the real scenario")
     p.add_argument("--real-ttft-ms", type=float, default=200.0)
