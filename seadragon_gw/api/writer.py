@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from starlette.types import Send
 
 from ..records.record import RequestRecord
-from ..records.usage import scan_usage
+from ..records.usage import COUNT_MARKER, TOKENS_MARKER, scan_usage
 from ..server.direct import DirectBody
 from .errors import ApiError, ErrorStyle, error_body, stream_error_line
 
@@ -73,7 +73,8 @@ class HttpWriter:
         if record.first_byte_at is None:
             record.first_byte_at = self._now()
         record.bytes_out += len(data)
-        scan_usage(record, data)
+        if COUNT_MARKER in data or TOKENS_MARKER in data:  # no call for a token without a count
+            scan_usage(record, data)
 
     async def comment(self, data: bytes) -> None:
         """Bytes that are not the backend's (keepalives): sent, not counted."""

@@ -189,8 +189,11 @@ class Response:
         sink = self._sink
         if sink is None or not chunks:
             return
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
+        if len(chunks) == 1:  # a streamed token: one read, one chunk
+            data = chunks.popleft()
+        else:
+            data = b"".join(chunks)
+            chunks.clear()
         try:
             more = sink(data)
         except BaseException as exc:  # the consumer's failure ends the push, not the loop's callback

@@ -13,7 +13,9 @@ import re
 
 from .record import RequestRecord
 
-_MARKERS = (b"eval_count", b"_tokens")
+COUNT_MARKER, TOKENS_MARKER = b"eval_count", b"_tokens"
+"""A chunk with neither holds no count: the per-token path tests them itself (two substring
+tests in C) and calls `scan_usage` only for a chunk that has one, nearly always the last."""
 _FIELDS = re.compile(rb'"(prompt_eval_count|eval_count|prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
 _PROMPT = frozenset({b"prompt_eval_count", b"prompt_tokens"})
 
@@ -21,7 +23,7 @@ _PROMPT = frozenset({b"prompt_eval_count", b"prompt_tokens"})
 def scan_usage(record: RequestRecord, data: bytes) -> None:
     """Take token counts from `data` (a relayed chunk or a whole body) into `record`.
     Later counts win: the last chunk of a stream carries the totals."""
-    if _MARKERS[0] not in data and _MARKERS[1] not in data:
+    if COUNT_MARKER not in data and TOKENS_MARKER not in data:
         return
     for name, value in _FIELDS.findall(data):
         if name in _PROMPT:
