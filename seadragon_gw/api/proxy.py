@@ -41,7 +41,7 @@ _BLOB_DIGEST = re.compile(r"sha256[:-][0-9a-f]{64}")
 class Call:
     """One forwarded HTTP request: its parsed body and its exchange."""
 
-    __slots__ = ("spec", "scope", "body", "payload", "stream", "exchange", "writer")
+    __slots__ = ("spec", "scope", "body", "payload", "parsed", "stream", "exchange", "writer")
 
     def __init__(self, spec: RouteSpec, scope: Scope, writer: HttpWriter) -> None:
         self.spec = spec
@@ -49,8 +49,23 @@ class Call:
         self.writer = writer
         self.body: bytes | AsyncIterator[bytes] | None = None
         self.payload: dict[str, Any] | None = None
+        self.parsed = False  # `payload` is `body` parsed, nothing added: it can be parsed again
         self.stream = False
         self.exchange: Exchange | None = None
+
+    def shed_payload(self) -> bool:
+        """Drop the parsed body while the request waits in the queue, keeping the bytes it
+        came from (True: `restore_payload` when the slot comes). Parsed, a prompt takes
+        several times the memory of its JSON text, and thousands of requests may wait."""
+        exchange = self.exchange
+        if not self.parsed or self.payload is None or (exchange is not None and exchange.rebody):
+            return False
+        self.payload = None
+        return True
+
+    def restore_payload(self) -> None:
+        assert isinstance(self.body, bytes)
+        self.payload = parse_json_object(self.body)
 
 
 Admission = Callable[[Gateway, "Call", Receive], Awaitable[None]]
@@ -103,6 +118,7 @@ async def _admit(gateway: Gateway, call: Call, receive: Receive) -> None:
         body = await read_body(receive, headers, gateway.config.server.max_body_bytes)
         call.body = body
         call.payload = parse_json_object(body) if body or spec.model_field else None
+        call.parsed = call.payload is not None and bool(body)
         call.stream = spec.streams and _wants_stream(call.payload, spec.native)
     call.exchange = gateway.requests.admit(call.writer.record, principal, spec, call.payload, call.stream)
 
@@ -142,7 +158,18 @@ async def _serve(gateway: Gateway, call: Call) -> None:
     exchange, writer, scope = call.exchange, call.writer, call.scope
     assert exchange is not None
     if not exchange.leased:
-        await _wait_in_queue(gateway, call, exchange)
+        # Queued: early stream headers with the position, SSE keepalives, until the slot. (Not
+        # a function of its own: one coroutine frame less for each of thousands waiting.)
+        queue = gateway.config.queue
+        early = call.stream and queue.early_headers
+        if early:
+            await writer.start_stream(200, [(b"x-queue-position", str(exchange.position).encode())])
+        step = queue.sse_keepalive_s if early and writer.style == "openai" else None
+        shed = call.shed_payload()
+        while not await exchange.wait(step):
+            await writer.comment(b": queued\n\n")
+        if shed:
+            call.restore_payload()
     _log_dispatch(call, exchange)
     path = call.spec.upstream_path or scope["path"]
     if scope["query_string"]:
@@ -169,19 +196,6 @@ async def _relay(call: Call, exchange: Exchange, response: UpstreamResponse) -> 
         await relay.relay_stream(writer, response, exchange.rewrite)
     else:
         await relay.send_whole(writer, response, exchange.rewrite)
-
-
-async def _wait_in_queue(gateway: Gateway, call: Call, exchange: Exchange) -> None:
-    """Queued: early stream headers with the position, SSE keepalives, until the slot."""
-    queue = gateway.config.queue
-    writer = call.writer
-    early = call.stream and queue.early_headers
-    if early:
-        await writer.start_stream(200, [(b"x-queue-position", str(exchange.position).encode())])
-    keepalive = early and writer.style == "openai"
-    step = queue.sse_keepalive_s if keepalive else None
-    while not await exchange.wait(step):
-        await writer.comment(b": queued\n\n")
 
 
 async def _open_with_grace(gateway: Gateway, writer: HttpWriter, opening: Coroutine[Any, Any, UpstreamResponse]

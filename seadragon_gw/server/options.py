@@ -16,6 +16,8 @@ def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
     deadline sweep. Override `host`/`port` with command-line values by updating the dict.
     `proxy_headers=False`: the gateway decides itself (auth.trusted_proxies) whose forwarded
     address to believe; uvicorn's default would rewrite the client address before it looks.
+    `interface="asgi3"`: the app's `__call__` returns the route's coroutine itself (api/
+    fastpath.py), which uvicorn's guess would take for an ASGI 2 app.
     """
     return {
         "host": server.host,
@@ -23,6 +25,7 @@ def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
         "http": protocol_class(EdgeLimits.from_config(server)),
         "log_level": server.log_level,
         "access_log": server.access_log,
+        "interface": "asgi3",
         "proxy_headers": False,
         "server_header": False,
         "timeout_keep_alive": server.keepalive_s,
