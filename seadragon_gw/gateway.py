@@ -7,6 +7,7 @@ None or filled in later. The HTTP layer reaches it through `api.context.gateway_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -105,7 +106,7 @@ class Gateway:
     async def _build(cls, config: GatewayConfig, clocks: Clocks, store: Store, hasher: PasswordHasher) -> Gateway:
         registry = Registry(config.backends, clocks.monotonic, supervise=ProcessSupervisor)
         scheduler = Scheduler(registry, config.queue, clock=clocks.monotonic)
-        recorder = Recorder(clocks.wall)
+        recorder = Recorder(clocks.wall, asyncio.get_running_loop())
         requests = RequestService(registry, scheduler, recorder, config.queue, default_model=config.default_model)
         ac = config.auth
         sessions = SessionRepo(store.db, clocks.wall)

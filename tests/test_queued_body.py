@@ -102,8 +102,9 @@ def test_a_body_that_waited_reaches_the_backend_exactly_as_sent(gateways: Gatewa
         backend.release()
         assert running.result(timeout=10).status_code == 200
         assert queued.result(timeout=10).status_code == 200
-    forwarded = [r.json for r in backend.inference_requests() if r.json["messages"][0]["content"].startswith("queued")]
-    assert forwarded == [sent]
+    bodies = [r.json for r in backend.inference_requests()]
+    assert all(body is not None for body in bodies)
+    assert [b for b in bodies if b is not None and b["messages"][0]["content"].startswith("queued")] == [sent]
 
 
 def test_a_request_that_waited_for_an_openai_backend_still_gets_the_backends_model_name(
@@ -124,5 +125,6 @@ def test_a_request_that_waited_for_an_openai_backend_still_gets_the_backends_mod
             reply = queued.result(timeout=10)
         assert reply.status_code == 200 and reply.json()["model"] == "qwen"
         last = fb.inference_requests()[-1].json
+        assert last is not None
         assert last["model"] == "qwen:latest" and last["messages"] == [{"role": "user", "content": "next"}]
         assert httpx.get(gw.url + "/api/tags", headers=ALICE, timeout=10).status_code == 200

@@ -80,3 +80,13 @@ async def test_an_observer_that_raises_is_logged_and_everyone_hears_the_rest(cap
     assert log == [("a", "r1"), ("a", "r3"), ("b", "r1"), ("b", "r2"), ("b", "r3")]
     failures = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request observer")]
     assert len(failures) == 1 and failures[0].endswith("failed")
+
+
+async def test_a_recorder_given_its_loop_publishes_on_it() -> None:
+    log: list[tuple[str, str]] = []
+    recorder = Recorder(clock=lambda: 100.0, loop=asyncio.get_running_loop())
+    recorder.subscribe(Heard("a", log))
+    recorder.finish(recorder.start("r1", "POST", "/api/chat"), "ok", 200)
+    assert log == []
+    await asyncio.sleep(0)
+    assert log == [("a", "r1")]

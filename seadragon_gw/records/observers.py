@@ -6,12 +6,12 @@ logged and does not stop the others.
 
 They hear finished records in batches, not one by one: `finish` queues the record, and after
 the callbacks that were ready before it (`call_soon`) `publish` hands every observer the
-whole batch in turn. Run in the middle of each request's
-own code, the observers (metrics, usage log, limits, stats) found their code and data cold
-every time; run back to back over the batch, they do not. With the operator features on,
-that is 119 -> 110 us of CPU per proxied request (off: 103 -> 97; bench/RESULTS.md). The
-delay is about one turn of the loop: a request or admin read that arrives after a request has
-finished runs its code in a task step queued after the publish, and finds it counted.
+whole batch in turn. Run in the middle of each request's own code, the observers (metrics,
+usage log, limits, stats) found their code and data cold every time; run back to back over
+the batch, they do not. With the operator features on, that is 119 -> 110 us of CPU per
+proxied request (off: 103 -> 97; bench/RESULTS.md). The delay is about one turn of the loop:
+a request or admin read that arrives after a request has finished runs its code in a task
+step queued after the publish, and finds it counted.
 """
 
 from __future__ import annotations
@@ -34,9 +34,13 @@ class RecordObserver(Protocol):
 class Recorder:
     """Creates records and finishes each exactly once."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """`loop`: the one the records finish on (the gateway's). Without it each batch asks
+        asyncio for the running loop, which in Python 3.11 costs a getpid() system call."""
         self.clock = clock
         self.ids = RequestIds()
+        self._loop = loop
         self._observers: list[RecordObserver] = []
         self._finished: list[RequestRecord] = []  # finished, not yet published
 
@@ -61,10 +65,14 @@ class Recorder:
         finished = self._finished
         finished.append(record)
         if len(finished) == 1:  # the first of a batch: publish once the loop has run what is ready
-            try:
-                asyncio.get_running_loop().call_soon(self.publish)
-            except RuntimeError:  # no loop (a synchronous caller)
-                self.publish()
+            loop = self._loop
+            if loop is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop (a synchronous caller)
+                    self.publish()
+                    return True
+            loop.call_soon(self.publish)
         return True
 
     def publish(self) -> None:
