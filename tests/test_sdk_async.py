@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
+
 from seadragon_gw.client import AsyncGatewayClient, NotFound, PermissionDenied
 from seadragon_gw.client.aio import AsyncTransport
 from seadragon_gw.client.api import ClientApi
@@ -75,3 +77,37 @@ def test_both_clients_are_one_declaration() -> None:
                                                               "__exit__", "__doc__", "__module__",
                                                               "__parameters__", "__orig_bases__"}
     assert SyncTransport.__mro__[1].__name__ == "SyncDriver" and AsyncTransport.__mro__[1].__name__ == "AsyncDriver"
+
+
+async def test_concurrent_calls_log_in_once_and_refresh_once(gateways: GatewayFactory, backend: FakeBackend) -> None:
+    """Ten calls at once, first with no token, then with an expired one: one login, one refresh
+    (each refresh ends the old refresh token, and each login costs the gateway a password hash)."""
+    wall = FakeClock(time.time())
+    gw = gateways.start([backend], clocks=Clocks(wall=wall), auth={"jwt_access_ttl_s": 60})
+    async with AsyncGatewayClient(gw.url, token="tok-admin") as admin:
+        token = (await admin.admin.create_registration_token())["token"]
+    async with AsyncGatewayClient(gw.url) as anonymous:
+        await anonymous.request("POST", "/auth/register", body={
+            "username": "ann", "password": "a-long-password-1", "registration_token": token})
+    sent: list[str] = []
+
+    async def note(request: httpx.Request) -> None:
+        sent.append(f"{request.method} {request.url.path}")
+
+    http = httpx.AsyncClient(base_url=gw.url, event_hooks={"request": [note]})
+    async with AsyncGatewayClient(gw.url, username="ann", password="a-long-password-1", http=http) as ann:
+        names = await asyncio.gather(*(ann.me() for _ in range(10)))
+        assert [n["name"] for n in names] == ["ann"] * 10
+        assert sent.count("POST /auth/token") == 1 and sent.count("GET /auth/me") == 10
+        wall.advance(61)  # the access token has expired
+        names = await asyncio.gather(*(ann.me() for _ in range(10)))
+        assert [n["name"] for n in names] == ["ann"] * 10
+        assert sent.count("POST /auth/refresh") == 1, sent
+        assert sent.count("POST /auth/token") == 1, sent
+        kept = ann.session.refresh_token
+    sent.clear()
+    http = httpx.AsyncClient(base_url=gw.url, event_hooks={"request": [note]})
+    async with AsyncGatewayClient(gw.url, refresh_token=kept, http=http) as resumed:  # no password
+        names = await asyncio.gather(*(resumed.me() for _ in range(5)))
+        assert [n["name"] for n in names] == ["ann"] * 5
+    assert sent.count("POST /auth/refresh") == 1 and sent.count("POST /auth/token") == 0, sent

@@ -4,15 +4,22 @@ A password session logs in at its first call (`POST /auth/token`, the OAuth2 pas
 and, when the gateway answers 401 because the access token expired, renews it once with the
 refresh token (`POST /auth/refresh`; each refresh ends the old refresh token) or, if that is
 refused, by logging in again. Written as plans, so both clients share it.
+
+Calls that run at once (tasks of the async client) log in and renew once between them: the
+first does it, the others wait for it (a plan cannot block, so they poll) and then use its
+token. Ten calls each logging in would cost the gateway ten password hashes and trip its
+login throttle (429); ten refreshes would each end the refresh token the next one sends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import AuthenticationError
-from .protocol import Call, Reply, Step, json_of, send
+from .protocol import Call, Reply, Sleep, Step, json_of, send
+
+RENEW_POLL_S = 0.01  # how often a call waiting for another's login or renewal looks again
 
 
 @dataclass
@@ -22,6 +29,7 @@ class Session:
     username: str | None = None
     password: str | None = None
     refresh_token: str | None = None
+    _renewing: bool = field(default=False, init=False, repr=False)  # a call is logging in or renewing
 
     def __post_init__(self) -> None:
         given = [self.api_key is not None, self.token is not None, self.username is not None]
@@ -46,14 +54,26 @@ class Session:
         if not call.auth:
             return (yield from send(call))
         if self.username is not None and self.token is None:
-            yield from self.login()
+            yield from self._renew_once(None)
         used = self.token
         reply = yield from send(call.with_headers(self.headers()))
         if reply.status != 401 or not self.renewable:
             return reply
-        if self.token == used:  # nobody renewed it meanwhile (another task of the async client)
-            yield from self.renew()
+        yield from self._renew_once(used)
         return (yield from send(call.with_headers(self.headers())))
+
+    def _renew_once(self, used: str | None) -> Generator[Step, Reply | None, None]:
+        """Replace the token `used` (None: there is none yet), unless another call already
+        did, or is doing it now: then wait for that one."""
+        while self._renewing:
+            yield Sleep(RENEW_POLL_S)
+        if self.token != used:  # renewed meanwhile
+            return
+        self._renewing = True
+        try:
+            yield from self.renew()  # with no refresh token, a login
+        finally:
+            self._renewing = False
 
     def login(self) -> Generator[Step, Reply | None, None]:
         assert self.username is not None and self.password is not None
