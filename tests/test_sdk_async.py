@@ -17,6 +17,19 @@ from tests.conftest import FakeClock, GatewayFactory, RunningGateway
 from tests.support.fakebackend import FakeBackend
 
 HELLO = [{"role": "user", "content": "hello"}]
+PASSWORD = "a-long-password-1"
+
+
+async def gateway_with_ann(gateways: GatewayFactory, backend: FakeBackend) -> tuple[RunningGateway, FakeClock]:
+    """A gateway whose access tokens live 60 s on a clock the test moves, and a user "ann"."""
+    wall = FakeClock(time.time())
+    gw = gateways.start([backend], clocks=Clocks(wall=wall), auth={"jwt_access_ttl_s": 60})
+    async with AsyncGatewayClient(gw.url, token="tok-admin") as admin:
+        token = (await admin.admin.create_registration_token())["token"]
+    async with AsyncGatewayClient(gw.url) as anonymous:
+        await anonymous.request("POST", "/auth/register", body={
+            "username": "ann", "password": PASSWORD, "registration_token": token})
+    return gw, wall
 
 
 async def test_inference_streams_and_jobs(gw: RunningGateway, backend: FakeBackend) -> None:
@@ -53,14 +66,8 @@ async def test_errors_are_typed(gw: RunningGateway) -> None:
 
 
 async def test_refresh_on_expiry_with_concurrent_calls(gateways: GatewayFactory, backend: FakeBackend) -> None:
-    wall = FakeClock(time.time())
-    gw = gateways.start([backend], clocks=Clocks(wall=wall), auth={"jwt_access_ttl_s": 60})
-    async with AsyncGatewayClient(gw.url, token="tok-admin") as admin:
-        token = (await admin.admin.create_registration_token())["token"]
-    async with AsyncGatewayClient(gw.url) as anonymous:
-        await anonymous.request("POST", "/auth/register", body={
-            "username": "ann", "password": "a-long-password-1", "registration_token": token})
-    async with AsyncGatewayClient(gw.url, username="ann", password="a-long-password-1") as ann:
+    gw, wall = await gateway_with_ann(gateways, backend)
+    async with AsyncGatewayClient(gw.url, username="ann", password=PASSWORD) as ann:
         assert (await ann.me())["name"] == "ann"
         before = ann.session.token
         wall.advance(61)
@@ -82,20 +89,14 @@ def test_both_clients_are_one_declaration() -> None:
 async def test_concurrent_calls_log_in_once_and_refresh_once(gateways: GatewayFactory, backend: FakeBackend) -> None:
     """Ten calls at once, first with no token, then with an expired one: one login, one refresh
     (each refresh ends the old refresh token, and each login costs the gateway a password hash)."""
-    wall = FakeClock(time.time())
-    gw = gateways.start([backend], clocks=Clocks(wall=wall), auth={"jwt_access_ttl_s": 60})
-    async with AsyncGatewayClient(gw.url, token="tok-admin") as admin:
-        token = (await admin.admin.create_registration_token())["token"]
-    async with AsyncGatewayClient(gw.url) as anonymous:
-        await anonymous.request("POST", "/auth/register", body={
-            "username": "ann", "password": "a-long-password-1", "registration_token": token})
+    gw, wall = await gateway_with_ann(gateways, backend)
     sent: list[str] = []
 
     async def note(request: httpx.Request) -> None:
         sent.append(f"{request.method} {request.url.path}")
 
     http = httpx.AsyncClient(base_url=gw.url, event_hooks={"request": [note]})
-    async with AsyncGatewayClient(gw.url, username="ann", password="a-long-password-1", http=http) as ann:
+    async with AsyncGatewayClient(gw.url, username="ann", password=PASSWORD, http=http) as ann:
         names = await asyncio.gather(*(ann.me() for _ in range(10)))
         assert [n["name"] for n in names] == ["ann"] * 10
         assert sent.count("POST /auth/token") == 1 and sent.count("GET /auth/me") == 10
