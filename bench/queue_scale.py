@@ -8,7 +8,8 @@
 (a) `scheduler`: the gateway's Scheduler alone, built as the tests build it (one backend "b"
 serving model "m", `max_waiting` 10**6, its one dispatcher started), in this process on uvloop
 (pinned to --gateway-core). Entries get a RequestRecord each, filled as the gateway fills one on
-admission, and priorities 1-3 at random. The queue is filled to each depth in turn, then:
+admission, a deadline 600 s on (kept by the scheduler, as the gateway's), and priorities 1-3
+at random. The queue is filled to each depth in turn, then:
   - enqueue: time to submit --batch (1,000) more at that depth (each submit also computes the
     entry's queue position, which X-Queue-Position shows), per request; then the time to
     release those (a waiting client leaving), per request;
@@ -87,8 +88,13 @@ class SchedulerBench:
         rec.queued_at = self.recorder.clock()
         return rec
 
+    def deadline(self) -> float:
+        """As the gateway admits a request: its deadline (queue.timeout_s, 600 s) on the loop's
+        clock, which the scheduler keeps (one heap and one timer for all)."""
+        return self.scheduler.loop.time() + 600.0
+
     def submit(self, priority: float) -> tuple[Any, int]:
-        return self.scheduler.submit(self.key, priority, self.record(priority))
+        return self.scheduler.submit(self.key, priority, self.record(priority), deadline=self.deadline())
 
     async def start(self) -> None:
         self.scheduler.start()
@@ -106,9 +112,9 @@ class SchedulerBench:
         """Seconds per submit and per release, for one batch at the current depth."""
         priorities = [self.rng.choice((1, 2, 3)) for _ in range(self.batch)]
         records = [self.record(p) for p in priorities]
-        submit, key = self.scheduler.submit, self.key
+        submit, key, deadline = self.scheduler.submit, self.key, self.deadline()
         t0 = time.perf_counter()
-        entries = [submit(key, p, rec)[0] for p, rec in zip(priorities, records, strict=True)]
+        entries = [submit(key, p, rec, deadline=deadline)[0] for p, rec in zip(priorities, records, strict=True)]
         t1 = time.perf_counter()
         release = self.scheduler.release
         for entry in entries:

@@ -68,7 +68,6 @@ class Exchange:
     entry: QueueEntry | None
     backend: Backend | None
     position: int
-    deadline: float
     rewrite: Rewrite | None = None
     rebody: bool = False  # the payload gained a field (default_model): send it, not the bytes
     adapter: OllamaOverOpenAI | None = None  # a native request served by an OpenAI-kind backend
@@ -82,24 +81,20 @@ class Exchange:
 
     async def wait(self, step: float | None = None) -> bool:
         """Wait for the slot: True once leased, False after `step` seconds without it (so
-        the caller can send a keepalive), QueueTimeout at the deadline, or the error the
-        request was rejected with (queue cleared, shutting down)."""
+        the caller can send a keepalive), or the error the request was rejected with: the
+        scheduler's QueueTimeout at the deadline, queue cleared, shutting down."""
         if self.backend is not None:
             return True
         assert self.entry is not None
         granted = self.entry.granted
-        if not granted.done():
-            loop = self.service.scheduler.loop
-            remaining = self.deadline - loop.time()
-            if remaining <= 0:
-                raise self._timeout()
-            wait_s = remaining if step is None else min(remaining, step)
-            await until(granted, wait_s, loop)
+        if step is not None and not granted.done():
+            await until(granted, step, self.service.scheduler.loop)
             if not granted.done():
-                if wait_s >= remaining:  # the deadline, not a keepalive step (no clock re-read:
-                    raise self._timeout()  # timers may fire a hair early)
                 return False
-        self.backend = granted.result()
+        # Awaited directly: no timer or future of this request's own while it waits (the
+        # scheduler keeps the deadline). A cancel here cancels `granted`: entry.py says why
+        # that is safe.
+        self.backend = await granted
         self.record.granted_at = self.service.recorder.clock()
         return True
 
@@ -197,10 +192,6 @@ class Exchange:
             self.service.registry.unload_soon(self.backend)
         self.service.recorder.finish(self.record, outcome, status, error)
 
-    def _timeout(self) -> QueueTimeout:
-        timeout = self.service.config.timeout_s
-        return QueueTimeout(f"timed out after {timeout:g}s waiting in the queue for model '{self.model}'")
-
 
 class AdmissionCheck(Protocol):
     """A rule a request must pass after it is routed and before it queues (rate limits,
@@ -250,10 +241,8 @@ class RequestService:
         name = self._model_name(spec, payload)
         record.model = name
         self._check_model_fields(spec, payload, principal)
-        loop_time = self.scheduler.loop.time()
-        deadline = loop_time + (self.config.timeout_s if timeout_s is None else timeout_s)
         if spec.native and name is not None and ollama_calls.control_call(record.route, payload) == "unload":
-            unloaded = self._unload_call(record, principal, spec, name, deadline, prepaid)
+            unloaded = self._unload_call(record, principal, spec, name, prepaid)
             if unloaded is not None:
                 return unloaded
         key, backend = self._route(spec, principal, name, profile)
@@ -261,13 +250,14 @@ class RequestService:
         adapter = _adapter_for(spec, record, key, name)
         record.profile, unload = profile, spec.native and ollama_calls.keep_alive_zero(payload)
         if backend is not None or not spec.queued:
-            return Exchange(self, record, spec, principal, name, None, backend, 0, deadline,
+            return Exchange(self, record, spec, principal, name, None, backend, 0,
                             rebody=rebody, adapter=adapter, unload=unload)
         now = self.recorder.clock()
         record.queued_at = now if enqueued_at is None else now - (self.scheduler.clock() - enqueued_at)
+        deadline = self.scheduler.loop.time() + (self.config.timeout_s if timeout_s is None else timeout_s)
         entry, position = self.scheduler.submit(key, principal.priority, record, enqueued_at=enqueued_at,
-                                                profile=profile)
-        exchange = Exchange(self, record, spec, principal, name, entry, None, position, deadline,
+                                                profile=profile, deadline=deadline)
+        exchange = Exchange(self, record, spec, principal, name, entry, None, position,
                             rebody=rebody, adapter=adapter, unload=unload)
         if position == 0:
             exchange.backend = entry.backend
@@ -282,7 +272,7 @@ class RequestService:
             rule.check(record, principal)
 
     def _unload_call(self, record: RequestRecord, principal: Principal, spec: RouteSpec, name: str,
-                     deadline: float, prepaid: bool) -> Exchange | None:
+                     prepaid: bool) -> Exchange | None:
         """Ollama's unload call (no prompt, `keep_alive: 0`) for a model only OpenAI-kind
         backends serve: answered at once, without starting, queueing or generating; its
         managed processes stop gracefully (their active requests finish). None when an
@@ -297,7 +287,7 @@ class RequestService:
         self._pay(record, principal, prepaid)
         for backend in backends:
             self.registry.unload_soon(backend)
-        return Exchange(self, record, spec, principal, name, None, backends[0], 0, deadline,
+        return Exchange(self, record, spec, principal, name, None, backends[0], 0,
                         answer=ollama_calls.answer(record.route, name, "unload"))
 
     def check_limits(self, record: RequestRecord, principal: Principal) -> None:

@@ -18,7 +18,11 @@ class QueueEntry:
 
     `sort_key` is `base priority + aging rate * enqueue time`: with one aging rate this orders
     the heap exactly by effective priority forever, so no re-sorting is ever needed.
-    `granted` resolves to the backend, or to the error the request was rejected with.
+    `granted` resolves to the backend, or to the error the request was rejected with. Its
+    one waiter awaits it directly (no future of its own per waiting request), so a waiter
+    cancelled while it waits (its client left) cancels `granted` too: whatever resolves it
+    checks `done()` first, and the waiter's release takes the entry out.
+    `deadline` (the loop's clock) is when a waiting entry times out (`Deadlines`).
     """
 
     queue_key: QueueKey
@@ -33,6 +37,7 @@ class QueueEntry:
     cancelled: bool = False
     profile: str | None = None  # served only by a backend running this managed profile
     avoid: frozenset[Backend] = frozenset()  # backends that failed this request before answering
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         self.finished = self.granted.get_loop().create_future()
@@ -42,7 +47,8 @@ class QueueEntry:
 
     def grant(self, backend: Backend) -> None:
         self.backend = backend
-        self.granted.set_result(backend)
+        if not self.granted.done():  # else cancelled by its waiter, which releases the slot at once
+            self.granted.set_result(backend)
 
     def finish(self) -> None:
         """Give the slot back; safe to call more than once."""

@@ -7,6 +7,8 @@ parked dispatcher when there is one (of several, the healthy backend with the mo
 times its `weight`), else it waits in its queue.
 A dispatcher holds its slot until the request's `finished` future is set (`release`), so the
 request's own task streams the body while the dispatcher accounts for the slot.
+A waiting entry that reaches its deadline is taken out of its queue and answered `QueueTimeout`
+by the scheduler (`Deadlines`: one timer for all of them).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from ..config import QueueConfig
 from ..errors import GatewayError
 from ..records.record import RequestRecord
 from .aging import AgingQueue, sort_key
+from .deadlines import Deadlines
 from .entry import QueueEntry, QueueKey
-from .errors import QueueFull
+from .errors import QueueFull, QueueTimeout
 
 log = logging.getLogger("seadragon_gw.queue")
 
@@ -56,6 +59,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines = Deadlines(self._expire)
         registry.attach(self)
 
     @property
@@ -75,11 +79,12 @@ class Scheduler:
     # -- request side -------------------------------------------------------------------
     def submit(self, queue_key: QueueKey, priority: float, record: RequestRecord | None = None, *,
                enqueued_at: float | None = None, profile: str | None = None,
-               avoid: frozenset[Backend] = frozenset()) -> tuple[QueueEntry, int]:
+               avoid: frozenset[Backend] = frozenset(), deadline: float | None = None) -> tuple[QueueEntry, int]:
         """Admit a request; return its entry and queue position (0 = already granted).
         `enqueued_at` (this clock) is an async job's submission time: it ages from then.
         `profile`: only a managed backend running that profile may serve it. `avoid`: backends
-        that failed this request before answering (failover: `resubmit`)."""
+        that failed this request before answering (failover: `resubmit`). `deadline` (the
+        loop's clock): if it still waits then, it leaves the queue with `QueueTimeout`."""
         now = self.clock() if enqueued_at is None else enqueued_at
         entry = QueueEntry(
             queue_key=queue_key,
@@ -91,6 +96,7 @@ class Scheduler:
             record=record,
             profile=profile,
             avoid=avoid,
+            deadline=deadline,
         )
         backend = self._parked_backend_for(queue_key, profile, avoid)
         if backend is not None:
@@ -102,6 +108,8 @@ class Scheduler:
         if len(queue) >= self.config.max_waiting:
             raise QueueFull(self.config.retry_after_s)
         queue.push(entry)
+        if deadline is not None:
+            self._deadlines.add(entry, deadline, self.loop)
         return entry, queue.position(entry)
 
     def resubmit(self, entry: QueueEntry, avoid: frozenset[Backend]) -> tuple[QueueEntry, int]:
@@ -109,7 +117,7 @@ class Scheduler:
         its priority and age (so it is near the front), for any backend but those in `avoid`.
         The caller has released `entry`."""
         return self.submit(entry.queue_key, entry.priority, entry.record, enqueued_at=entry.enqueued_at,
-                           profile=entry.profile, avoid=avoid)
+                           profile=entry.profile, avoid=avoid, deadline=entry.deadline)
 
     def release(self, entry: QueueEntry) -> None:
         """The one way a request lets go: leave the queue if still waiting, else free the
@@ -157,9 +165,22 @@ class Scheduler:
             queue = self.queues.pop(key)
             for entry in queue.ordered():
                 entry.cancelled = True
-                entry.granted.set_exception(error)
+                if not entry.granted.done():  # else cancelled by its waiter, which is leaving
+                    entry.granted.set_exception(error)
                 count += 1
         return count
+
+    def _expire(self, entry: QueueEntry) -> None:
+        """`entry` waited until its deadline: out of its queue, answered `QueueTimeout`."""
+        queue = self.queues.get(entry.queue_key)
+        if queue is not None:
+            queue.discard(entry)
+            if not queue:
+                del self.queues[entry.queue_key]
+        entry.cancelled = True
+        model = entry.record.model if entry.record is not None and entry.record.model else entry.queue_key[0]
+        entry.granted.set_exception(QueueTimeout(
+            f"timed out after {self.config.timeout_s:g}s waiting in the queue for model '{model}'"))
 
     # -- backends come and go ------------------------------------------------------------
     def start(self) -> None:
@@ -170,6 +191,7 @@ class Scheduler:
 
     async def stop(self) -> None:
         self._running = False
+        self._deadlines.close()
         tasks = [t for ts in self._tasks.values() for t in ts]
         for task in tasks:
             task.cancel()
