@@ -111,13 +111,15 @@ def run(port: int, n: int) -> None:
     for stat in after.compare_to(before, "filename"):
         by[group(stat.traceback[0].filename)] += stat.size_diff
     total = sum(by.values())
-    print(f"{n} waiting streaming requests: {total / n / 1024:.1f} KiB of Python allocations each")
+    print(f"{n} waiting streaming requests: {total / n / 1024:.1f} KiB ({total / n:,.0f} bytes) of Python "
+          "allocations each")
     print("\n| allocated in | bytes per waiting request | share |\n|---|---:|---:|")
     for name, size in by.most_common(12):
         print(f"| {name} | {size / n:,.0f} | {size / total * 100:.0f} % |")
-    if os.environ.get("BENCH_MEMORY_LINES"):
+    lines = os.environ.get("BENCH_MEMORY_LINES")  # =1: the top 25 lines; =N > 1: the top N
+    if lines:
         print("\n| line | bytes per waiting request |\n|---|---:|")
-        for stat in after.compare_to(before, "lineno")[:25]:
+        for stat in after.compare_to(before, "lineno")[:int(lines) if lines.isdigit() and int(lines) > 1 else 25]:
             frame = stat.traceback[0]
             print(f"| {frame.filename.rsplit('/', 2)[-2:]}:{frame.lineno} | {stat.size_diff / n:,.0f} |")
     for sock in [*socks, *first]:

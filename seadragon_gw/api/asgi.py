@@ -10,6 +10,7 @@ from starlette.types import Message, Receive, Scope
 
 from ..auth.principal import Principal
 from ..lifecycle.route import Access
+from ..server.light import ConnectionGone
 from ..server.protocol import CONNECTION_GONE
 from .context import gateway_of
 from .errors import ApiError
@@ -49,23 +50,26 @@ class DisconnectWatch:
     """Cancels `task` as soon as the client goes away, so waits and streams stop at once.
 
     uvicorn silently drops writes after a disconnect, so without this a stalled upstream would
-    keep its slot until it produced another chunk. The gateway's own server protocol puts a
-    "connection gone" future in the scope: a done-callback on it costs next to nothing. Under
-    another server a task watches `receive()` instead. Start only after the body was read.
+    keep its slot until it produced another chunk. The gateway's own server protocol puts its
+    connection's `ConnectionGone` in the scope, which tells this watch at once (a flag and a
+    reference, nothing per request beyond this object). Under another server a task watches
+    `receive()` instead. Start only after the body was read.
     """
+
+    __slots__ = ("disconnected", "_armed", "_target", "_gone", "_task")  # one per waiting request
 
     def __init__(self, scope: Scope, receive: Receive, task: asyncio.Task[Any]) -> None:
         self.disconnected = False
         self._armed = True
         self._target = task
-        self._gone: asyncio.Future[None] | None = scope.get(CONNECTION_GONE)
+        self._gone: ConnectionGone | None = scope.get(CONNECTION_GONE)
         self._task: asyncio.Future[None] | None = None
         if self._gone is not None:
-            self._gone.add_done_callback(self._on_gone)
+            self._gone.watch(self)
         else:
             self._task = asyncio.ensure_future(self._watch(receive))
 
-    def _on_gone(self, _: object = None) -> None:
+    def client_gone(self) -> None:
         if self._armed:
             self.disconnected = True
             self._target.cancel()
@@ -74,13 +78,13 @@ class DisconnectWatch:
         while True:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
-                self._on_gone()
+                self.client_gone()
                 return
 
     def close(self) -> None:
         self._armed = False
         if self._gone is not None:
-            self._gone.remove_done_callback(self._on_gone)
+            self._gone.watch(None)
         if self._task is not None:
             self._task.cancel()
 

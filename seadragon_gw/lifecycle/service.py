@@ -56,9 +56,9 @@ def outcome_of(error: BaseException) -> Outcome:
     return "rejected"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Exchange:
-    """One admitted request on its way through the lifecycle."""
+    """One admitted request on its way through the lifecycle (slots: one per waiting request)."""
 
     service: RequestService
     record: RequestRecord

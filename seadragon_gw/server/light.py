@@ -1,4 +1,4 @@
-"""Smaller stand-ins for three objects uvicorn makes per connection and per request.
+"""Smaller stand-ins for objects uvicorn (or asyncio) would make per connection and request.
 
 Thousands of requests may wait in the queue, each holding its connection, so what uvicorn
 keeps for each is multiplied by the queue's depth (issue 7: a waiting stream <= 8 KB). Three
@@ -12,13 +12,16 @@ of its objects are mostly empty space:
 - the connection's `FlowControl`, for the same reason: its `asyncio.Event` for "writable".
 
 All keep the behaviour uvicorn relies on: `appendleft`/`pop`/truth for the pipeline (first in,
-first out), `set`/`clear`/`is_set`/`wait` for the event.
+first out), `set`/`clear`/`is_set`/`wait` for the event. And the gateway's own:
+
+- `ConnectionGone`, how the app learns that a client left (the request's disconnect watch): a
+  flag and one watcher, not a future with a done-callback (~270 bytes less per connection).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 from uvicorn.protocols.http.flow_control import FlowControl
 
@@ -79,3 +82,31 @@ class Flow(FlowControl):
         self.write_paused = False
         self._is_writable_event = MessageEvent(loop)  # type: ignore[assignment]
         self._is_writable_event.set()
+
+
+class GoneWatcher(Protocol):
+    def client_gone(self) -> None: ...
+
+
+class ConnectionGone:
+    """Set once the client's connection is lost; tells its one watcher at once."""
+
+    __slots__ = ("is_set", "watcher")
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self.watcher: GoneWatcher | None = None
+
+    def set(self) -> None:
+        if not self.is_set:
+            self.is_set = True
+            watcher, self.watcher = self.watcher, None
+            if watcher is not None:
+                watcher.client_gone()
+
+    def watch(self, watcher: GoneWatcher | None) -> None:
+        """`watcher.client_gone()` when the connection is lost (at once if it was); None stops."""
+        self.watcher = watcher
+        if watcher is not None and self.is_set:
+            self.watcher = None
+            watcher.client_gone()

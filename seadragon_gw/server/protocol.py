@@ -25,14 +25,17 @@ from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 import httptools
+from uvicorn._types import HTTPScope
 from uvicorn.config import Config
+from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 
 from .answers import refusal
 from .cap import ConnectionCap
 from .direct import DIRECT_BODY, DirectBody
-from .light import Flow, MessageEvent, Pipeline
+from .light import ConnectionGone, Flow, MessageEvent, Pipeline
 from .limits import EdgeLimits
 from .redact import RedactingAccessLogger
 from .sweep import DeadlineSweep
@@ -46,7 +49,7 @@ _BODY = 2  # the head is complete and the body is not
 
 
 CONNECTION_GONE = "seadragon.connection_gone"
-"""Scope key: a future that is done once the client's connection is lost."""
+"""Scope key: the connection's `light.ConnectionGone`, set once the client's connection is lost."""
 
 
 class HeadLimitExceeded(Exception):
@@ -67,6 +70,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     sweep: ClassVar[DeadlineSweep]
     access: ClassVar[RedactingAccessLogger]
     busy: ClassVar[bytes]  # the 503 for a connection past the cap, built once: it answers floods
+    asgi: ClassVar[dict[str, str]]  # the scope's `asgi`, one for all requests (see on_message_begin)
+    addresses: ClassVar[dict[tuple[str, int | None], tuple[str, int | None]]]  # the listening ones
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -79,7 +84,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._wait_since = 0  # sweep tick at which the current wait began
         self._head_error: str | None = None
         self._accepted = False
-        self._gone: asyncio.Future[None] = self.loop.create_future()
+        self._gone = ConnectionGone()
         self.resume_callback: Callable[[], None] | None = None  # DirectBody.on_resume
 
     # -- connection ---------------------------------------------------------------------------
@@ -92,8 +97,18 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             transport.close()
             return
         self._accepted = True
-        super().connection_made(transport)
-        self.flow = Flow(transport, self.loop)  # light.py; nothing has paused the old one yet
+        # uvicorn's connection_made, but with light.py's Flow (not a FlowControl replaced at
+        # once) and the server's address shared by its connections, not a tuple each.
+        self.connections.add(self)
+        self.transport = transport
+        self.flow = Flow(transport, self.loop)
+        local = get_local_addr(transport)
+        self.server = self.addresses.setdefault(local, local) if local is not None else None
+        self.client = get_remote_addr(transport)
+        self.scheme = "https" if is_ssl(transport) else "http"
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection made", prefix)
         self._wait_since = self.sweep.ticks
         self.sweep.watch(self, self.loop)
 
@@ -102,8 +117,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return  # refused in connection_made: uvicorn never saw it
         self.sweep.unwatch(self)
         super().connection_lost(exc)
-        if not self._gone.done():
-            self._gone.set_result(None)
+        self._gone.set()
         self.cap.closed(len(self.connections))
 
     def resume_writing(self) -> None:
@@ -171,6 +185,26 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     # -- parser callbacks ---------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        """uvicorn's, with the scope built at its final size in one allocation: uvicorn's nine
+        keys, then `method`, `path`, `raw_path`, `query_string` (its `on_headers_complete`
+        sets them) and the gateway's own keys, which grew it past two table sizes (~700 bytes
+        for each of the thousands of requests that may wait; ~400 now). The `asgi` dict is
+        shared, not one per request, and `state` is only copied when the lifespan set some
+        (Starlette's `request.state` makes it when needed)."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        scope: dict[str, Any] = {
+            "type": "http", "asgi": self.asgi, "http_version": "1.1", "server": self.server,
+            "client": self.client, "scheme": self.scheme, "root_path": self.root_path,
+            "headers": self.headers, "method": "", "path": "", "raw_path": b"", "query_string": b"",
+            CONNECTION_GONE: self._gone, DIRECT_BODY: None,
+        }
+        if self.app_state:
+            scope["state"] = self.app_state.copy()
+        self.scope = cast(HTTPScope, scope)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         limits = self.limits
         if len(self.headers) >= limits.max_header_fields:
@@ -185,9 +219,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._wait, self._wait_since = _BODY, self.sweep.ticks
-        # The app learns of a client that left from this future (DisconnectWatch), without a
-        # task per request waiting on `receive()` for it.
-        self.scope[CONNECTION_GONE] = self._gone  # type: ignore[literal-required]
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # not an upgrade
@@ -245,5 +276,7 @@ def protocol_class(limits: EdgeLimits) -> type[GatewayHttpProtocol]:
         "sweep": DeadlineSweep(limits.header_timeout_s, limits.body_timeout_s),
         "access": RedactingAccessLogger(logging.getLogger("uvicorn.access"), None),
         "busy": refusal(503, f"too many open connections (limit {limits.max_connections})"),
+        "asgi": {"version": "3.0", "spec_version": "2.3"},  # uvicorn's for `interface="asgi3"` (options.py)
+        "addresses": {},
     }
     return cast(type[GatewayHttpProtocol], type("GatewayHttpProtocol", (GatewayHttpProtocol,), namespace))
