@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from seadragon_gw.server.light import Flow, MessageEvent, Pipeline
+from seadragon_gw.server.light import ConnectionGone, Flow, MessageEvent, Pipeline
 
 
 def test_pipeline_serves_the_oldest_first_and_is_false_when_empty() -> None:
@@ -69,3 +69,31 @@ async def test_flow_drains_at_once_while_writable_and_waits_while_paused() -> No
     assert (flow.read_paused, transport.reading) == (True, False)
     flow.resume_reading()
     assert (flow.read_paused, transport.reading) == (False, True)
+
+
+class Watcher:
+    def __init__(self) -> None:
+        self.told = 0
+
+    def client_gone(self) -> None:
+        self.told += 1
+
+
+def test_connection_gone_tells_its_watcher_once_and_a_late_watcher_at_once() -> None:
+    gone, watcher = ConnectionGone(), Watcher()
+    gone.watch(watcher)
+    assert watcher.told == 0
+    gone.set()
+    gone.set()  # the connection is lost once; a second call tells nobody again
+    assert gone.is_set and watcher.told == 1
+    late = Watcher()
+    gone.watch(late)  # the watch began after the client left: told at once
+    assert late.told == 1
+
+
+def test_connection_gone_tells_nobody_once_the_watch_stopped() -> None:
+    gone, watcher = ConnectionGone(), Watcher()
+    gone.watch(watcher)
+    gone.watch(None)  # the request ended before its client left
+    gone.set()
+    assert gone.is_set and watcher.told == 0
