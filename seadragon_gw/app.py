@@ -124,7 +124,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     id header is added here."""
     log.error("unexpected error on %s %s: %s", request.method, request.url.path, type(exc).__name__,
               exc_info=exc)
-    note_internal_error(request, exc)
+    note_internal_error(getattr(request.app.state, "gateway", None), request.scope, exc)
     response = _render(request, 500, "internal error")
     response.headers["x-request-id"] = request_id_of(request.scope)
     return response

@@ -134,6 +134,43 @@ def test_an_internal_error_keeps_its_traceback_for_the_operator_only(gw: Running
     assert 'usage_routes.py", line' in trace and trace.rstrip().endswith("RuntimeError: injected fault")
 
 
+def injected_fault(*args: object, **kwargs: object) -> Any:
+    raise RuntimeError("injected fault")
+
+
+@pytest.mark.parametrize(("path", "target", "headers", "parse"), [
+    ("/api/chat", "seadragon_gw.api.proxy.parse_json_object", {}, native_error),
+    ("/v1/chat/completions", "seadragon_gw.api.proxy.parse_json_object", {}, openai_error),
+    ("/api/chat", "seadragon_gw.api.jobs_routes._submit_async", {"Prefer": "respond-async"}, native_error),
+], ids=["native", "openai", "async-job"])
+def test_an_internal_error_on_a_forwarded_route_is_answered_and_kept(
+        gw: RunningGateway, monkeypatch: pytest.MonkeyPatch, path: str, target: str, headers: dict[str, str],
+        parse: Any) -> None:
+    """The forwarded routes answer their own bugs (the fast path has no Starlette handler
+    above them): a 500 "internal error" in the route's shape with the request id, the
+    traceback in the crash log only."""
+    monkeypatch.setattr(target, injected_fault)
+    response = httpx.post(gw.url + path, json=chat(), headers={**ALICE, **headers, "X-Request-Id": "bug-1"})
+    assert parse(response, 500) == "internal error"
+    assert response.headers["x-request-id"] == "bug-1"
+    (entry,) = crashes(gw)
+    assert (entry["kind"], entry["error"], entry["request_id"], entry["route"], entry["status"]) == (
+        "internal_error", "RuntimeError: injected fault", "bug-1", path, 500)
+    assert entry["stack_trace"].rstrip().endswith("RuntimeError: injected fault")
+
+
+def test_an_internal_error_mid_stream_ends_the_stream_in_band(gw: RunningGateway, backend: FakeBackend,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("seadragon_gw.api.relay.relay_stream", injected_fault)
+    with httpx.stream("POST", gw.url + "/api/chat", json=chat(stream=True), headers=ALICE) as response:
+        assert response.status_code == 200  # the stream's head had gone out
+        lines = ndjson(response.iter_lines())
+    assert lines[-1] == {"error": "internal error"}
+    (entry,) = crashes(gw)
+    assert entry["error"] == "RuntimeError: injected fault" and entry["route"] == "/api/chat"
+    assert httpx.post(gw.url + "/api/chat", json=chat(), headers=ALICE).status_code == 200  # its slot is back
+
+
 def test_crashes_are_newest_first_and_limited(gw: RunningGateway, backend: FakeBackend, wall: FakeClock) -> None:
     for n, status in enumerate((500, 502, 503), start=1):
         backend.respond_status(status, {"error": "x"})

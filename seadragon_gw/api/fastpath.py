@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..errors import GatewayError
+from ..gateway import Gateway
 from ..records.record import request_id_from
 from ..server.direct import DIRECT_BODY
 from .context import ECHO_REQUEST_ID, REQUEST_ID_KEY, request_ids_of
@@ -68,7 +69,12 @@ class FastPath:
         finally:
             _drop_direct_body(scope)
 
-    async def _forward(self, endpoint: Forward | Show, scope: Scope, receive: Receive, send: Send) -> None:
+    def _forward(self, endpoint: Forward | Show, scope: Scope, receive: Receive, send: Send
+                 ) -> Coroutine[Any, Any, None]:
+        """What the middleware would have done (the request id), then the endpoint's own
+        coroutine: `Forward`'s (`proxy.forward`) answers its errors and bugs itself, and frees
+        the server's DirectBody, so it runs with no frame of this class above it for as long as
+        the request waits in the queue. `Show` and a gateway still starting get `_guarded`."""
         scope["app"] = self.app
         header = None
         for name, value in scope["headers"]:
@@ -76,6 +82,12 @@ class FastPath:
                 header = value
         request_id = scope[REQUEST_ID_KEY] = request_id_from(header, request_ids_of(scope))
         scope[ECHO_REQUEST_ID] = request_id.encode()
+        if isinstance(endpoint, Forward) and isinstance(getattr(self.app, "gateway", None), Gateway):
+            return endpoint(scope, receive, send)
+        return self._guarded(endpoint, scope, receive, send, request_id)
+
+    async def _guarded(self, endpoint: Forward | Show, scope: Scope, receive: Receive, send: Send,
+                       request_id: str) -> None:
         try:
             await endpoint(scope, receive, send)
         except GatewayError as exc:  # before the writer exists (the gateway is starting)

@@ -29,8 +29,9 @@ from ..server.direct import DIRECT_BODY
 from . import relay
 from .asgi import ClientGone, DisconnectWatch, header_map, read_body
 from .context import ECHO_REQUEST_ID, request_id_of
-from .errors import ApiError, as_api_error, style_for_path
+from .errors import ApiError, as_api_error, error_body, style_for_path
 from .jobs_routes import respond_async, submit_async
+from .usage_routes import note_internal_error
 from .validation import parse_json_object
 from .writer import HttpWriter
 
@@ -76,15 +77,32 @@ upload) brings its own, so that it still takes this one path (queue, auth, limit
 
 async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Receive, send: Send,
                   admit: Admission | None = None) -> None:
-    if spec.queued and respond_async(spec, scope):  # `Prefer: respond-async`: an async job
-        await submit_async(gateway, spec, scope, receive, send)
-        return
-    record = gateway.recorder.start(request_id_of(scope), scope["method"], scope["path"])
-    writer = HttpWriter(send, style_for_path(scope["path"]), record, gateway.recorder.clock,
-                        scope.get(ECHO_REQUEST_ID), scope.get(DIRECT_BODY))
-    call = Call(spec, scope, writer)
+    """Serve one forwarded request, its errors included: a bug anywhere in it is answered 500
+    "internal error" (in-band once a stream began), logged and put in the crash log here, so
+    the fast path hands the server this coroutine itself (api/fastpath.py; one coroutine frame
+    less for each of the thousands of requests that may wait in the queue)."""
+    writer: HttpWriter | None = None
     try:
-        await (admit or _admit)(gateway, call, receive)
+        if spec.queued and respond_async(spec, scope):  # `Prefer: respond-async`: an async job
+            await submit_async(gateway, spec, scope, receive, send)
+            return
+        record = gateway.recorder.start(request_id_of(scope), scope["method"], scope["path"])
+        writer = HttpWriter(send, style_for_path(scope["path"]), record, gateway.recorder.clock,
+                            scope.get(ECHO_REQUEST_ID), scope.get(DIRECT_BODY))
+        call = Call(spec, scope, writer)
+        if await _admitted(gateway, call, receive, admit or _admit):
+            await _run(gateway, call, receive)
+    except Exception as exc:  # a bug: answered, logged and noted as Starlette's routes' are
+        await _internal_error(gateway, scope, send, writer, exc)
+    finally:
+        scope.pop(DIRECT_BODY, None)  # fastpath.py's `_drop_direct_body` says why
+
+
+async def _admitted(gateway: Gateway, call: Call, receive: Receive, admit: Admission) -> bool:
+    """Admission, its refusals answered: True when the request has its exchange."""
+    writer, record = call.writer, call.writer.record
+    try:
+        await admit(gateway, call, receive)
     except (ApiError, GatewayError) as error:
         api_error = _as_api(error)
         try:
@@ -94,15 +112,37 @@ async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Rece
                 call.exchange.release(outcome_of(error), api_error.status, error.message)
             else:
                 gateway.requests.reject(record, error, api_error.status)
-        return
+        return False
     except ClientGone:
         if call.exchange is not None:
             call.exchange.release("client_gone", 0)
         else:
             gateway.recorder.finish(record, "client_gone", 0)
-        return
+        return False
     assert call.exchange is not None
-    await _run(gateway, call, receive)
+    return True
+
+
+async def _internal_error(gateway: Gateway, scope: Scope, send: Send, writer: HttpWriter | None,
+                          exc: Exception) -> None:
+    """A bug: logged, put in the crash log, and answered 500 "internal error" in the route's
+    error shape (in-band if a stream began) while the connection still takes it."""
+    log.error("unexpected error on %s %s: %s", scope["method"], scope["path"], type(exc).__name__, exc_info=exc)
+    note_internal_error(gateway, scope, exc)
+    error = ApiError(500, "internal error")
+    if writer is not None:
+        await _fail_quietly(writer, error)
+        return
+    body = error_body(style_for_path(scope["path"]), error.status, error.message)
+    headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    echo = scope.get(ECHO_REQUEST_ID)
+    if echo is not None:
+        headers.append((b"x-request-id", echo))
+    try:
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    except Exception:  # the answer had begun: the server closes the connection
+        log.debug("no error answer possible after the response started", exc_info=True)
 
 
 async def _admit(gateway: Gateway, call: Call, receive: Receive) -> None:
@@ -240,11 +280,11 @@ def _as_api(error: ApiError | GatewayError) -> ApiError:
 
 
 async def _fail_quietly(writer: HttpWriter, error: ApiError) -> None:
-    """Tell a client the gateway is going away, if its connection still takes bytes."""
+    """Tell a client the gateway is going away (or failed), if its connection still takes bytes."""
     try:
         await writer.fail(error)
-    except Exception:  # the transport may be gone already; nothing more to do
-        log.debug("could not send the shutdown notice", exc_info=True)
+    except Exception:  # the transport may be gone already, or the answer begun; nothing more to do
+        log.debug("could not send the %s notice", error.status, exc_info=True)
 
 
 def _log_dispatch(call: Call, exchange: Exchange) -> None:

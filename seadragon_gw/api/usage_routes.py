@@ -1,7 +1,7 @@
 """The operations logs over HTTP (admin only): usage aggregates, crashes, missing models.
 
 `/admin/crashes` and `/admin/missing-models` are seed 004's paths for the same answers.
-`note_internal_error` is the app's 500 handler's way into the crash log.
+`note_internal_error` is the 500 handlers' way into the crash log.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Scope
 
 from ..gateway import Gateway
 from ..usage.query import parse_limit, parse_usage_query
@@ -41,13 +42,13 @@ async def missing_models(request: Request) -> Response:
     return json_response({"missing_models": [missing_json(e) for e in entries]})
 
 
-def note_internal_error(request: Request, exc: BaseException) -> None:
-    """Put an unexpected exception in the crash log; never raises (it runs in the 500 handler)."""
+def note_internal_error(gateway: object, scope: Scope, exc: BaseException) -> None:
+    """Put an unexpected exception in the crash log; never raises (it runs in the 500 handlers:
+    the app's, and the forwarded routes' own in `proxy.forward`). `gateway`: the app state's,
+    which is not one yet while the gateway starts."""
     try:
-        gateway = getattr(request.app.state, "gateway", None)
         if isinstance(gateway, Gateway):
-            gateway.logs.internal_error(exc, request_id=request_id_of(request.scope) or None,
-                                        route=request.url.path)
+            gateway.logs.internal_error(exc, request_id=request_id_of(scope) or None, route=scope["path"])
     except Exception:  # the crash log must not turn one error into two
         log.debug("could not note the internal error in the crash log", exc_info=True)
 
