@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..backends.backend import Backend
 from ..model_names import QueueKey
@@ -32,25 +32,24 @@ class QueueEntry:
     seq: int
     granted: asyncio.Future[Backend]
     record: RequestRecord | None = None
-    finished: asyncio.Future[None] = field(init=False)
+    finished: asyncio.Future[None] | None = None  # made by `grant`: only a slot's holder needs one
     backend: Backend | None = None
     cancelled: bool = False
     profile: str | None = None  # served only by a backend running this managed profile
     avoid: frozenset[Backend] = frozenset()  # backends that failed this request before answering
     deadline: float | None = None
 
-    def __post_init__(self) -> None:
-        self.finished = self.granted.get_loop().create_future()
-
     def __lt__(self, other: QueueEntry) -> bool:
         return (self.sort_key, self.seq) < (other.sort_key, other.seq)
 
     def grant(self, backend: Backend) -> None:
         self.backend = backend
+        self.finished = self.granted.get_loop().create_future()
         if not self.granted.done():  # else cancelled by its waiter, which releases the slot at once
             self.granted.set_result(backend)
 
     def finish(self) -> None:
-        """Give the slot back; safe to call more than once."""
-        if not self.finished.done():
-            self.finished.set_result(None)
+        """Give the slot back; safe to call more than once, and before any grant."""
+        finished = self.finished
+        if finished is not None and not finished.done():
+            finished.set_result(None)

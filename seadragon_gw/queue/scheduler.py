@@ -244,8 +244,10 @@ class Scheduler:
                 entry = await self._park(backend)
             else:
                 self._account(entry, backend)
+            finished = entry.finished
+            assert finished is not None  # made when it was granted
             try:
-                await entry.finished
+                await finished
             finally:
                 backend.active -= 1
 
@@ -323,7 +325,9 @@ class Scheduler:
         finished, not now: woken now, it would only start waiting for that (a task step per
         request saved; its `await entry.finished` then returns at once)."""
         self._account(entry, backend)
-        entry.finished.add_done_callback(functools.partial(_wake_dispatcher, parked, entry))
+        finished = entry.finished
+        assert finished is not None  # made when it was granted
+        finished.add_done_callback(functools.partial(_wake_dispatcher, parked, entry))
 
     def _account(self, entry: QueueEntry, backend: Backend) -> None:
         backend.active += 1
