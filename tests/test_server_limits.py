@@ -26,6 +26,7 @@ from seadragon_gw.config import ConfigError, ServerConfig, parse_config
 from seadragon_gw.secret_tokens import DISPLAY_PREFIX_LEN
 from seadragon_gw.server import EdgeLimits, redact_target
 from seadragon_gw.server.cap import ConnectionCap
+from seadragon_gw.server.protocol import GatewayHttpProtocol
 from tests.conftest import ADMIN, ALICE, GatewayFactory, RunningGateway
 from tests.support.fakebackend import FakeBackend
 from tests.support.gwclient import chat
@@ -597,3 +598,22 @@ def test_finished_requests_leave_no_reference_cycles(gw: RunningGateway) -> None
             gc.set_debug(0)
             gc.garbage.clear()
     assert left == []
+
+
+def test_header_names_in_any_case_while_the_shared_lower_case_names_stay_bounded(gw: RunningGateway) -> None:
+    """The protocol shares each header name's lower-cased form between requests (a waiting
+    request keeps its headers); a client sending endless new names cannot grow that table."""
+    assert gw.server.server is not None
+    protocol = gw.server.server.config.http_protocol_class
+    assert issubclass(protocol, GatewayHttpProtocol)
+    shared = protocol.header_names
+    for spelling in ("X-Request-Id", "x-request-id", "X-REQUEST-ID", "x-ReQuEsT-iD"):
+        response = httpx.get(gw.url + "/api/version", headers={spelling: f"id-{len(spelling)}-{spelling[2]}"})
+        assert response.headers["x-request-id"] == f"id-{len(spelling)}-{spelling[2]}"
+    with connect(gw.server.port) as sock:
+        for n in range(300):
+            sock.sendall(head(fields=[f"X-Junk-{n}: {n}"]))
+            assert read_response(sock)[0] == 200
+    assert len(shared) == 256
+    response = httpx.get(gw.url + "/api/version", headers={"X-rEqUeSt-Id": "late-spelling"})
+    assert response.headers["x-request-id"] == "late-spelling"  # past the bound: lower-cased per request

@@ -42,6 +42,8 @@ from .sweep import DeadlineSweep
 
 log = logging.getLogger("seadragon_gw.server")
 
+_MAX_SHARED_NAMES = 256  # header names whose lower-cased form a server's connections share
+
 # What the sweep checks for a connection (`_wait`).
 _IDLE = 0  # between requests (uvicorn's keep-alive timer runs) or while the app answers
 _HEAD = 1  # the request head has begun (or the connection is new) and is not complete
@@ -72,6 +74,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     busy: ClassVar[bytes]  # the 503 for a connection past the cap, built once: it answers floods
     asgi: ClassVar[dict[str, str]]  # the scope's `asgi`, one for all requests (see on_message_begin)
     addresses: ClassVar[dict[tuple[str, int | None], tuple[str, int | None]]]  # the listening ones
+    header_names: ClassVar[dict[bytes, bytes]]  # a header name as sent -> lower-cased (on_header)
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -212,7 +215,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if len(name) + len(value) > limits.max_field_bytes:
             shown = name[:64].decode("latin-1")
             raise self._head_limit(f"header field {shown!r} larger than {limits.max_field_bytes} bytes")
-        name = name.lower()  # uvicorn's on_header, inline: it runs for every field of every request
+        # uvicorn's on_header, inline (it runs for every field of every request), with the
+        # lower-cased names shared: the same few names come with every request, and each
+        # request's own lower-cased copies were ~250 bytes of every waiting request.
+        names = self.header_names
+        lower = names.get(name)
+        if lower is None:
+            lower = name.lower()
+            if len(names) < _MAX_SHARED_NAMES:  # bounded: a client may send any names it likes
+                names[name] = lower
+        name = lower
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
         self.headers.append((name, value))
@@ -278,5 +290,6 @@ def protocol_class(limits: EdgeLimits) -> type[GatewayHttpProtocol]:
         "busy": refusal(503, f"too many open connections (limit {limits.max_connections})"),
         "asgi": {"version": "3.0", "spec_version": "2.3"},  # uvicorn's for `interface="asgi3"` (options.py)
         "addresses": {},
+        "header_names": {},
     }
     return cast(type[GatewayHttpProtocol], type("GatewayHttpProtocol", (GatewayHttpProtocol,), namespace))
