@@ -123,15 +123,19 @@ class Scheduler:
         """The one way a request lets go: leave the queue if still waiting, else free the
         slot it holds. Safe to call more than once, and after a rejection."""
         if entry.backend is None and not entry.cancelled:
-            queue = self.queues.get(entry.queue_key)
-            if queue is not None:
-                queue.discard(entry)
-                if not queue:
-                    del self.queues[entry.queue_key]
-            entry.cancelled = True
+            self._leave_queue(entry)
         if entry.granted.done() and not entry.granted.cancelled():
             entry.granted.exception()  # retrieved, so a rejection nobody awaited is not "lost"
         entry.finish()
+
+    def _leave_queue(self, entry: QueueEntry) -> None:
+        """A waiting entry out of its queue (the queue too, once empty), marked cancelled."""
+        queue = self.queues.get(entry.queue_key)
+        if queue is not None:
+            queue.discard(entry)
+            if not queue:
+                del self.queues[entry.queue_key]
+        entry.cancelled = True
 
     def waiting(self, queue_key: QueueKey | None = None) -> int:
         if queue_key is not None:
@@ -172,12 +176,7 @@ class Scheduler:
 
     def _expire(self, entry: QueueEntry) -> None:
         """`entry` waited until its deadline: out of its queue, answered `QueueTimeout`."""
-        queue = self.queues.get(entry.queue_key)
-        if queue is not None:
-            queue.discard(entry)
-            if not queue:
-                del self.queues[entry.queue_key]
-        entry.cancelled = True
+        self._leave_queue(entry)
         model = entry.record.model if entry.record is not None and entry.record.model else entry.queue_key[0]
         entry.granted.set_exception(QueueTimeout(
             f"timed out after {self.config.timeout_s:g}s waiting in the queue for model '{model}'"))
