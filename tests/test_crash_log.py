@@ -159,6 +159,26 @@ def test_an_internal_error_on_a_forwarded_route_is_answered_and_kept(
     assert entry["stack_trace"].rstrip().endswith("RuntimeError: injected fault")
 
 
+def test_an_internal_error_after_admission_gives_the_slot_back_and_ends_the_record(
+        gateways: GatewayFactory, backend: FakeBackend, wall: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault after the request took the backend's only slot, before the relay's own
+    clean-up runs: the slot is free for the next request, and the request is not left
+    "processing" in the in-flight gauge."""
+    gw = gateways.start([backend], clocks=Clocks(wall=wall), queue={"timeout_s": 3})
+    monkeypatch.setattr("seadragon_gw.api.proxy.DisconnectWatch", injected_fault)
+    assert native_error(httpx.post(gw.url + "/api/chat", json=chat(), headers=ALICE), 500) == "internal error"
+    monkeypatch.undo()
+    assert httpx.post(gw.url + "/api/chat", json=chat(), headers=ALICE, timeout=10).status_code == 200
+
+    def none_processing() -> bool:
+        text = httpx.get(gw.url + "/metrics", headers=ADMIN).text
+        assert "# TYPE seadragon_queue_processing gauge" in text
+        counts = [line for line in text.splitlines() if line.startswith("seadragon_queue_processing{")]
+        return all(line.endswith(" 0.0") for line in counts)  # a model with none processing is left out
+
+    poll(none_processing, what="no request left processing")
+
+
 def test_an_internal_error_mid_stream_ends_the_stream_in_band(gw: RunningGateway, backend: FakeBackend,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("seadragon_gw.api.relay.relay_stream", injected_fault)

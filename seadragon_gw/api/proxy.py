@@ -81,7 +81,7 @@ async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Rece
     "internal error" (in-band once a stream began), logged and put in the crash log here, so
     the fast path hands the server this coroutine itself (api/fastpath.py; one coroutine frame
     less for each of the thousands of requests that may wait in the queue)."""
-    writer: HttpWriter | None = None
+    call: Call | None = None
     try:
         if spec.queued and respond_async(spec, scope):  # `Prefer: respond-async`: an async job
             await submit_async(gateway, spec, scope, receive, send)
@@ -93,7 +93,7 @@ async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Rece
         if await _admitted(gateway, call, receive, admit or _admit):
             await _run(gateway, call, receive)
     except Exception as exc:  # a bug: answered, logged and noted as Starlette's routes' are
-        await _internal_error(gateway, scope, send, writer, exc)
+        await _internal_error(gateway, scope, send, call, exc)
     finally:
         scope.pop(DIRECT_BODY, None)  # fastpath.py's `_drop_direct_body` says why
 
@@ -123,15 +123,22 @@ async def _admitted(gateway: Gateway, call: Call, receive: Receive, admit: Admis
     return True
 
 
-async def _internal_error(gateway: Gateway, scope: Scope, send: Send, writer: HttpWriter | None,
-                          exc: Exception) -> None:
+async def _internal_error(gateway: Gateway, scope: Scope, send: Send, call: Call | None, exc: Exception) -> None:
     """A bug: logged, put in the crash log, and answered 500 "internal error" in the route's
-    error shape (in-band if a stream began) while the connection still takes it."""
+    error shape (in-band if a stream began) while the connection still takes it. A request
+    that got that far has its slot or queue place given back and its record finished (both
+    at most once: a bug after `_run` released them changes nothing)."""
     log.error("unexpected error on %s %s: %s", scope["method"], scope["path"], type(exc).__name__, exc_info=exc)
     note_internal_error(gateway, scope, exc)
     error = ApiError(500, "internal error")
-    if writer is not None:
-        await _fail_quietly(writer, error)
+    if call is not None:
+        try:
+            await _fail_quietly(call.writer, error)
+        finally:
+            if call.exchange is not None:
+                call.exchange.release("rejected", 500, error.message)
+            else:
+                gateway.recorder.finish(call.writer.record, "rejected", 500, error.message)
         return
     body = error_body(style_for_path(scope["path"]), error.status, error.message)
     headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(body)).encode())]
