@@ -36,6 +36,7 @@ from .validation import parse_json_object
 from .writer import HttpWriter
 
 log = logging.getLogger("seadragon_gw.proxy")
+INTERNAL_ERROR = "internal error"  # what a client is told of a bug; the crash log has the rest
 _BLOB_DIGEST = re.compile(r"sha256[:-][0-9a-f]{64}")
 
 
@@ -75,25 +76,25 @@ Admission = Callable[[Gateway, "Call", Receive], Awaitable[None]]
 upload) brings its own, so that it still takes this one path (queue, auth, limits, relay)."""
 
 
-async def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Receive, send: Send,
-                  admit: Admission | None = None) -> None:
-    """Serve one forwarded request, its errors included: a bug anywhere in it is answered 500
-    "internal error" (in-band once a stream began), logged and put in the crash log here, so
-    the fast path hands the server this coroutine itself (api/fastpath.py; one coroutine frame
-    less for each of the thousands of requests that may wait in the queue)."""
-    call: Call | None = None
+def forward(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Receive, send: Send,
+            admit: Admission | None = None) -> Coroutine[Any, Any, None]:
+    """The one coroutine that serves a forwarded request (`_serve`), made here and not awaited
+    here: the fast path hands it to the server as it is, so a request waiting in the queue
+    holds no frame of this function, nor of the fast path's (api/fastpath.py)."""
+    if spec.queued and respond_async(spec, scope):  # `Prefer: respond-async`: an async job
+        return _async_job(gateway, spec, scope, receive, send)
+    record = gateway.recorder.start(request_id_of(scope), scope["method"], scope["path"])
+    writer = HttpWriter(send, style_for_path(scope["path"]), record, gateway.recorder.clock,
+                        scope.get(ECHO_REQUEST_ID), scope.get(DIRECT_BODY))
+    return _serve(gateway, Call(spec, scope, writer), receive, admit or _admit)
+
+
+async def _async_job(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: Receive, send: Send) -> None:
     try:
-        if spec.queued and respond_async(spec, scope):  # `Prefer: respond-async`: an async job
-            await submit_async(gateway, spec, scope, receive, send)
-            return
-        record = gateway.recorder.start(request_id_of(scope), scope["method"], scope["path"])
-        writer = HttpWriter(send, style_for_path(scope["path"]), record, gateway.recorder.clock,
-                            scope.get(ECHO_REQUEST_ID), scope.get(DIRECT_BODY))
-        call = Call(spec, scope, writer)
-        if await _admitted(gateway, call, receive, admit or _admit):
-            await _run(gateway, call, receive)
+        await submit_async(gateway, spec, scope, receive, send)
     except Exception as exc:  # a bug: answered, logged and noted as Starlette's routes' are
-        await _internal_error(gateway, scope, send, call, exc)
+        _note_bug(gateway, scope, exc)
+        await _answer_bug(scope, send)
     finally:
         scope.pop(DIRECT_BODY, None)  # fastpath.py's `_drop_direct_body` says why
 
@@ -123,30 +124,20 @@ async def _admitted(gateway: Gateway, call: Call, receive: Receive, admit: Admis
     return True
 
 
-async def _internal_error(gateway: Gateway, scope: Scope, send: Send, call: Call | None, exc: Exception) -> None:
-    """A bug: logged, put in the crash log, and answered 500 "internal error" in the route's
-    error shape (in-band if a stream began) while the connection still takes it. A request
-    that got that far has its slot or queue place given back and its record finished (both
-    at most once: a bug after `_run` released them changes nothing)."""
+def _note_bug(gateway: Gateway, scope: Scope, exc: Exception) -> None:
     log.error("unexpected error on %s %s: %s", scope["method"], scope["path"], type(exc).__name__, exc_info=exc)
     note_internal_error(gateway, scope, exc)
-    error = ApiError(500, "internal error")
-    if call is not None:
-        try:
-            await _fail_quietly(call.writer, error)
-        finally:
-            if call.exchange is not None:
-                call.exchange.release("rejected", 500, error.message)
-            else:
-                gateway.recorder.finish(call.writer.record, "rejected", 500, error.message)
-        return
-    body = error_body(style_for_path(scope["path"]), error.status, error.message)
+
+
+async def _answer_bug(scope: Scope, send: Send) -> None:
+    """500 "internal error" in the route's error shape, for a request with no writer yet."""
+    body = error_body(style_for_path(scope["path"]), 500, INTERNAL_ERROR)
     headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(body)).encode())]
     echo = scope.get(ECHO_REQUEST_ID)
     if echo is not None:
         headers.append((b"x-request-id", echo))
     try:
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
         await send({"type": "http.response.body", "body": body})
     except Exception:  # the answer had begun: the server closes the connection
         log.debug("no error answer possible after the response started", exc_info=True)
@@ -170,20 +161,27 @@ async def _admit(gateway: Gateway, call: Call, receive: Receive) -> None:
     call.exchange = gateway.requests.admit(call.writer.record, principal, spec, call.payload, call.stream)
 
 
-async def _run(gateway: Gateway, call: Call, receive: Receive) -> None:
-    """Wait, open, relay; a disconnect cancels any step; release exactly once.
+async def _serve(gateway: Gateway, call: Call, receive: Receive, admit: Admission) -> None:
+    """Admit, wait, open, relay; a disconnect cancels any step after admission; a bug anywhere
+    is answered 500 "internal error" (in-band once a stream began), logged and put in the crash
+    log; the slot or queue place is given back and the record finished exactly once.
 
-    The queue wait is inline, not a function of its own, and so is this try around it: each
-    coroutine frame on the stack while a request waits is ~300 bytes more for each of the
-    thousands that may wait."""
-    exchange, writer = call.exchange, call.writer
-    assert exchange is not None
+    One coroutine and one try for all of it, the queue wait inline: each coroutine frame on
+    the stack while a request waits is ~300 bytes more for each of the thousands that may
+    wait. (Admission answers its own refusals: `_admitted`.)"""
+    writer, scope = call.writer, call.scope
     task = asyncio.current_task(gateway.scheduler.loop)  # with the loop: no getpid() call
     assert task is not None
-    watch = None if call.spec.raw_body else DisconnectWatch(call.scope, receive, task)
+    watch: DisconnectWatch | None = None
     outcome: Outcome = "ok"
     error_text: str | None = None
     try:
+        if not await _admitted(gateway, call, receive, admit):
+            return
+        exchange = call.exchange
+        assert exchange is not None
+        if not call.spec.raw_body:
+            watch = DisconnectWatch(scope, receive, task)
         if not exchange.leased:
             # Queued: early stream headers with the position, SSE keepalives, until the slot.
             queue = gateway.config.queue
@@ -215,10 +213,19 @@ async def _run(gateway: Gateway, call: Call, receive: Receive) -> None:
         await writer.fail(_as_api(error))
     except ClientGone:
         outcome = "client_gone"
+    except Exception as exc:  # a bug: answered, logged and noted as Starlette's routes' are
+        outcome, error_text = "rejected", INTERNAL_ERROR
+        _note_bug(gateway, scope, exc)
+        await _fail_quietly(writer, ApiError(500, INTERNAL_ERROR))
     finally:
         if watch is not None:
             watch.close()
-        exchange.release(outcome, writer.status, error_text)
+        # At most once each: a refusal in admission released or finished them already.
+        if call.exchange is not None:
+            call.exchange.release(outcome, writer.status, error_text)
+        else:
+            gateway.recorder.finish(writer.record, outcome, writer.status, error_text)
+        scope.pop(DIRECT_BODY, None)  # fastpath.py's `_drop_direct_body` says why
 
 
 async def _open(gateway: Gateway, call: Call, exchange: Exchange) -> UpstreamResponse:
