@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
+from starlette.types import Scope, Send
 
 from .. import errors as e
 
@@ -92,3 +93,14 @@ def stream_error_line(style: ErrorStyle, message: str) -> bytes:
     if style == "ollama":
         return orjson.dumps({"error": message}) + b"\n"
     return b"data: " + error_body("openai", 500, message) + b"\n\n"
+
+
+async def send_error(send: Send, scope: Scope, status: int, message: str, request_id: bytes | None) -> None:
+    """A JSON error answer in the route's error shape, straight to the ASGI `send` (for a
+    request that has no writer)."""
+    body = error_body(style_for_path(scope["path"]), status, message)
+    headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -21,11 +21,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..errors import GatewayError
-from ..gateway import Gateway
 from ..records.record import request_id_from
-from ..server.direct import DIRECT_BODY
+from ..server.direct import drop_direct_body
 from .context import ECHO_REQUEST_ID, REQUEST_ID_KEY, request_ids_of
-from .errors import as_api_error, error_body, style_for_path
+from .errors import as_api_error, send_error
 from .routes import Forward
 from .show import Show
 
@@ -67,14 +66,14 @@ class FastPath:
         try:
             await self.app(scope, receive, send)
         finally:
-            _drop_direct_body(scope)
+            drop_direct_body(scope)
 
     def _forward(self, endpoint: Forward | Show, scope: Scope, receive: Receive, send: Send
                  ) -> Coroutine[Any, Any, None]:
         """What the middleware would have done (the request id), then the endpoint's own
         coroutine: `Forward`'s (`proxy.forward`) answers its errors and bugs itself, and frees
         the server's DirectBody, so it runs with no frame of this class above it for as long as
-        the request waits in the queue. `Show` and a gateway still starting get `_guarded`."""
+        the request waits in the queue. `Show` gets `_guarded`."""
         scope["app"] = self.app
         header = None
         for name, value in scope["headers"]:
@@ -82,17 +81,20 @@ class FastPath:
                 header = value
         request_id = scope[REQUEST_ID_KEY] = request_id_from(header, request_ids_of(scope))
         scope[ECHO_REQUEST_ID] = request_id.encode()
-        if isinstance(endpoint, Forward) and isinstance(getattr(self.app, "gateway", None), Gateway):
-            return endpoint(scope, receive, send)
-        return self._guarded(endpoint, scope, receive, send, request_id)
+        if isinstance(endpoint, Forward):
+            try:
+                return endpoint(scope, receive, send)
+            except GatewayError as exc:  # raised before its coroutine exists: the gateway is starting
+                error = as_api_error(exc)
+                return send_error(send, scope, error.status, error.message, scope[ECHO_REQUEST_ID])
+        return self._guarded(endpoint, scope, receive, send)
 
-    async def _guarded(self, endpoint: Forward | Show, scope: Scope, receive: Receive, send: Send,
-                       request_id: str) -> None:
+    async def _guarded(self, endpoint: Show, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await endpoint(scope, receive, send)
         except GatewayError as exc:  # before the writer exists (the gateway is starting)
             error = as_api_error(exc)
-            await _answer(send, scope, error.status, error.message, request_id)
+            await send_error(send, scope, error.status, error.message, scope[ECHO_REQUEST_ID])
         except Exception as exc:  # a bug: answered and logged as Starlette's routes are
             handler = self.app.exception_handlers.get(Exception)
             if handler is None:
@@ -103,20 +105,4 @@ class FastPath:
             except RuntimeError:  # the answer had begun: uvicorn closes the connection
                 log.debug("no error answer possible after the response started")
         finally:
-            _drop_direct_body(scope)
-
-
-def _drop_direct_body(scope: Scope) -> None:
-    """The server's DirectBody refers to uvicorn's request cycle, which refers to this scope:
-    a reference cycle per request, left (with the cycle's ~10 other objects) to the garbage
-    collector, which then ran every ~65 requests. Dropped when the app returns, all of it is
-    freed when the request ends."""
-    scope.pop(DIRECT_BODY, None)
-
-
-async def _answer(send: Send, scope: Scope, status: int, message: str, request_id: str) -> None:
-    body = error_body(style_for_path(scope["path"]), status, message)
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode())]})
-    await send({"type": "http.response.body", "body": body})
+            drop_direct_body(scope)

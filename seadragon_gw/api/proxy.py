@@ -25,11 +25,11 @@ from ..lifecycle.route import RouteSpec
 from ..lifecycle.service import Exchange, outcome_of
 from ..queue.errors import SHUTDOWN_MESSAGE
 from ..records.record import Outcome, RequestRecord
-from ..server.direct import DIRECT_BODY
+from ..server.direct import DIRECT_BODY, drop_direct_body
 from . import relay
 from .asgi import ClientGone, DisconnectWatch, header_map, read_body
 from .context import ECHO_REQUEST_ID, request_id_of
-from .errors import ApiError, as_api_error, error_body, style_for_path
+from .errors import ApiError, as_api_error, send_error, style_for_path
 from .jobs_routes import respond_async, submit_async
 from .usage_routes import note_internal_error
 from .validation import parse_json_object
@@ -94,9 +94,12 @@ async def _async_job(gateway: Gateway, spec: RouteSpec, scope: Scope, receive: R
         await submit_async(gateway, spec, scope, receive, send)
     except Exception as exc:  # a bug: answered, logged and noted as Starlette's routes' are
         _note_bug(gateway, scope, exc)
-        await _answer_bug(scope, send)
+        try:
+            await send_error(send, scope, 500, INTERNAL_ERROR, scope.get(ECHO_REQUEST_ID))
+        except Exception:  # the answer had begun: the server closes the connection
+            log.debug("no error answer possible after the response started", exc_info=True)
     finally:
-        scope.pop(DIRECT_BODY, None)  # fastpath.py's `_drop_direct_body` says why
+        drop_direct_body(scope)
 
 
 async def _admitted(gateway: Gateway, call: Call, receive: Receive, admit: Admission) -> bool:
@@ -127,20 +130,6 @@ async def _admitted(gateway: Gateway, call: Call, receive: Receive, admit: Admis
 def _note_bug(gateway: Gateway, scope: Scope, exc: Exception) -> None:
     log.error("unexpected error on %s %s: %s", scope["method"], scope["path"], type(exc).__name__, exc_info=exc)
     note_internal_error(gateway, scope, exc)
-
-
-async def _answer_bug(scope: Scope, send: Send) -> None:
-    """500 "internal error" in the route's error shape, for a request with no writer yet."""
-    body = error_body(style_for_path(scope["path"]), 500, INTERNAL_ERROR)
-    headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    echo = scope.get(ECHO_REQUEST_ID)
-    if echo is not None:
-        headers.append((b"x-request-id", echo))
-    try:
-        await send({"type": "http.response.start", "status": 500, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-    except Exception:  # the answer had begun: the server closes the connection
-        log.debug("no error answer possible after the response started", exc_info=True)
 
 
 async def _admit(gateway: Gateway, call: Call, receive: Receive) -> None:
@@ -225,7 +214,7 @@ async def _serve(gateway: Gateway, call: Call, receive: Receive, admit: Admissio
             call.exchange.release(outcome, writer.status, error_text)
         else:
             gateway.recorder.finish(writer.record, outcome, writer.status, error_text)
-        scope.pop(DIRECT_BODY, None)  # fastpath.py's `_drop_direct_body` says why
+        drop_direct_body(scope)
 
 
 async def _open(gateway: Gateway, call: Call, exchange: Exchange) -> UpstreamResponse:
