@@ -151,8 +151,8 @@ class Upstream:
         return URL(self.base_url + path, encoded=True)
 
     async def open(self, method: str, path: str, headers: Iterable[tuple[str, str]],
-                   content: bytes | AsyncIterator[bytes] | None) -> UpstreamResponse:
-        """Send a request and return once the response headers are in."""
+                   content: bytes | AsyncIterator[bytes] | None, alone: bool = True) -> UpstreamResponse:
+        """Send a request and return once the response headers are in (`alone`: unused here)."""
         try:
             response = await self._client().request(
                 method, self._url(path), headers=[*headers, *self._auth], data=content,

@@ -224,7 +224,9 @@ async def _open(gateway: Gateway, call: Call, exchange: Exchange) -> UpstreamRes
     path = call.spec.upstream_path or scope["path"]
     if scope["query_string"]:
         path += "?" + scope["query_string"].decode("latin-1")
-    opening = exchange.open(scope["method"], path, upstream_headers(scope["headers"]), call.body, call.payload)
+    direct = writer.direct  # the server knows whether other requests are in progress (write_batch.py)
+    opening = exchange.open(scope["method"], path, upstream_headers(scope["headers"]), call.body, call.payload,
+                            direct is None or direct.alone)
     if call.stream and not writer.started and gateway.config.queue.early_headers:
         return await _open_with_grace(gateway, writer, opening)
     return await opening

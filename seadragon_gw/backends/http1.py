@@ -18,7 +18,9 @@ What it does and does not do:
 - bodies raw (no decompression), request bodies as bytes (Content-Length) or an async
   iterator (chunked); no redirects, cookies, proxies or environment settings;
 - back-pressure both ways: the transport stops reading when the consumer lags 256 KiB behind,
-  and request body writes wait while the kernel buffer is full.
+  and request body writes wait while the kernel buffer is full;
+- a request with its whole body leaves through the pool's `WriteBatch`: at once when the
+  caller says it is `alone`, else at the end of the loop's turn (seadragon_gw/write_batch.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import httptools
+
+from ..write_batch import WriteBatch
 
 _HIGH_WATER = 256 * 1024
 
@@ -323,7 +327,8 @@ class Connection(asyncio.Protocol):
                 self.closed = True  # finished() will close it
 
     # -- used by Pool and Response --------------------------------------------------------
-    async def send(self, method: str, head: bytes, body: bytes | AsyncIterator[bytes] | None) -> Response:
+    async def send(self, method: str, head: bytes, body: bytes | AsyncIterator[bytes] | None,
+                   alone: bool = True) -> Response:
         transport = self.transport
         assert transport is not None
         self.body.clear()  # a reused connection's last body was read to the end: nothing is left
@@ -333,7 +338,7 @@ class Connection(asyncio.Protocol):
         self._head_only = method == "HEAD"
         self._last_data = self.loop.time()
         if body is None or isinstance(body, bytes):
-            transport.write(head + body if body else head)
+            self.pool.writes.write(transport, head + body if body else head, self.loop, alone)
         else:
             transport.write(head)
             async for part in body:
@@ -422,26 +427,28 @@ class Pool:
         self.keepalive_s = keepalive_s
         self._idle: list[Connection] = []
         self._all: set[Connection] = set()
+        self.writes = WriteBatch()
 
     async def request(self, method: str, target: str, headers: list[tuple[str, str]],
-                      body: bytes | AsyncIterator[bytes] | None) -> Response:
-        """Send a request and return once the response head is in."""
+                      body: bytes | AsyncIterator[bytes] | None, alone: bool = True) -> Response:
+        """Send a request and return once the response head is in. `alone`: the caller's
+        is the only request in progress (sent at once; else perhaps at the end of the turn)."""
         head = _head(method, target, self.host_header, headers, body)
         conn = self._take()
         if conn is not None:
             try:
-                return await self._exchange(conn, method, head, body)
+                return await self._exchange(conn, method, head, body, alone)
             except ResponseFailed as exc:
                 # a connection the backend closed while idle: it never saw this request. Not a
                 # timeout: a backend that is slow to answer has the request, and would get it twice
                 if not exc.before_answer or exc.timed_out or not isinstance(body, (bytes, type(None))):
                     raise
-        return await self._exchange(await self._connect(), method, head, body)
+        return await self._exchange(await self._connect(), method, head, body, alone)
 
     async def _exchange(self, conn: Connection, method: str, head: bytes,
-                        body: bytes | AsyncIterator[bytes] | None) -> Response:
+                        body: bytes | AsyncIterator[bytes] | None, alone: bool) -> Response:
         try:
-            response = await conn.send(method, head, body)
+            response = await conn.send(method, head, body, alone)
         except BaseException:  # the body's source failed (a client gone mid-upload, a limit):
             conn.close()       # the backend must not wait for the rest of a half-sent body
             raise

@@ -178,10 +178,13 @@ class Upstream:
                           tls=ssl.create_default_context() if secure else None)
 
     async def open(self, method: str, path: str, headers: Iterable[tuple[str, str]],
-                   content: bytes | AsyncIterator[bytes] | None) -> UpstreamResponse:
-        """Send a request and return once the response headers are in."""
+                   content: bytes | AsyncIterator[bytes] | None, alone: bool = True) -> UpstreamResponse:
+        """Send a request and return once the response headers are in. `alone` False: other
+        requests are in progress, and this one may leave with theirs at the end of the loop's
+        turn (seadragon_gw/write_batch.py)."""
         try:
-            response = await self._pool.request(method, self._prefix + path, [*headers, *self._auth], content)
+            response = await self._pool.request(method, self._prefix + path, [*headers, *self._auth], content,
+                                                alone)
         except ConnectFailed as exc:
             raise self.unreachable(exc) from None
         except ResponseFailed as exc:

@@ -99,11 +99,12 @@ class Exchange:
         return True
 
     async def open(self, method: str, path: str, headers: list[tuple[str, str]], body: Body,
-                   payload: dict[str, Any] | None = None) -> UpstreamResponse:
+                   payload: dict[str, Any] | None = None, alone: bool = True) -> UpstreamResponse:
         """Send the request to the leased backend and return once its headers are in. A
         connection failure marks the backend down at once; an answer from a backend marked
         down marks it up (passive health). A backend that fails before answering hands the
-        request to another backend of its model (the rule: lifecycle/failover.py)."""
+        request to another backend of its model (the rule: lifecycle/failover.py). `alone`
+        False: the caller's server has other requests in progress (`Upstream.open`)."""
         if self.answer is None and self.adapter is not None and payload is not None:
             self._control_call(payload)
         if self.answer is not None:
@@ -115,7 +116,7 @@ class Exchange:
             backend = self.backend
             assert backend is not None, "open() before the slot was leased"
             try:
-                response = await self._send(backend, method, path, headers, body, payload)
+                response = await self._send(backend, method, path, headers, body, payload, alone)
             except UpstreamError as exc:
                 if not (failover.after_error(exc, body) and self._may_fail_over(backend, tried)):
                     raise
@@ -159,7 +160,7 @@ class Exchange:
         await self.wait()
 
     async def _send(self, backend: Backend, method: str, path: str, headers: list[tuple[str, str]], body: Body,
-                    payload: dict[str, Any] | None) -> UpstreamResponse:
+                    payload: dict[str, Any] | None, alone: bool) -> UpstreamResponse:
         """One try on one backend: its body (renamed model, translated), passive health."""
         self.record.backend = backend.name
         adapter = self.adapter
@@ -172,7 +173,7 @@ class Exchange:
             body, self.rewrite = body_for(backend, body, payload)
         registry = self.service.registry
         try:
-            response = await backend.upstream.open(method, path, headers, body)
+            response = await backend.upstream.open(method, path, headers, body, alone)
         except BackendUnreachable as exc:
             registry.report_unreachable(backend, exc.message)
             raise

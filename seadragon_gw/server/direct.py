@@ -13,6 +13,8 @@ A complete answer (`whole`) goes out the same way, head and body in one write: t
 they are two writes, and so two system calls and two wake-ups of the client per non-stream
 request (bench/RESULTS.md). `whole` leaves the cycle exactly as `send` would: started,
 complete, the connection closed when it is not kept alive, the next pipelined request begun.
+On a kept-alive connection the write goes through the server's `WriteBatch`, which sends it
+at once or at the end of the loop's turn (seadragon_gw/write_batch.py says why).
 
 Back-pressure: `write` returns False once the client's socket buffer is over its high-water
 mark (uvicorn's flow control has paused writing); the caller stops reading the backend and
@@ -53,6 +55,12 @@ class DirectBody:
         return bool(cycle.response_started and cycle.chunked_encoding and not cycle.response_complete
                     and cycle.scope["method"] != "HEAD")
 
+    @property
+    def alone(self) -> bool:
+        """This is the server's only request in progress (uvicorn's set of request tasks):
+        nothing else will write in this turn of the loop."""
+        return len(self._protocol.tasks) <= 1
+
     def write(self, data: bytes) -> bool:
         """One chunk of the body (non-empty); False when the caller should wait for `on_resume`.
         A client that has gone is written nothing, as `send` does (the relay is being cancelled)."""
@@ -90,7 +98,10 @@ class DirectBody:
         if not cycle.keep_alive and not closing:
             content.append(b"connection: close\r\n")
         content += (b"content-length: %d\r\n\r\n" % len(body), b"" if head_only else body)
-        cycle.transport.write(b"".join(content))
+        if cycle.keep_alive:  # held to the end of the loop's turn if others wrote in it (write_batch.py)
+            self._protocol.writes.write(cycle.transport, b"".join(content), self._protocol.loop, self.alone)
+        else:
+            cycle.transport.write(b"".join(content))
         cycle.response_complete = True
         cycle.message_event.set()
         if not cycle.keep_alive:

@@ -32,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 
+from ..write_batch import WriteBatch
 from .answers import refusal
 from .cap import ConnectionCap
 from .direct import DIRECT_BODY, DirectBody
@@ -75,6 +76,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     asgi: ClassVar[dict[str, str]]  # the scope's `asgi`, one for all requests (see on_message_begin)
     addresses: ClassVar[dict[tuple[str, int | None], tuple[str, int | None]]]  # the listening ones
     header_names: ClassVar[dict[bytes, bytes]]  # a header name as sent -> lower-cased (on_header)
+    writes: ClassVar[WriteBatch]  # whole answers held to the end of the loop's turn (write_batch.py)
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -129,6 +131,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if callback is not None:
             callback()
 
+    def shutdown(self) -> None:
+        """uvicorn's (it closes a connection between requests), once held answers are out."""
+        if self.writes.held:
+            self.writes.flush()
+        super().shutdown()
+
     def handle_websocket_upgrade(self) -> None:
         self.sweep.unwatch(self)  # the WebSocket protocol takes the transport over
         super().handle_websocket_upgrade()
@@ -141,7 +149,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         Hot path (a head, or a body read): one or two integer compares and attribute stores.
         Bytes of a pipelined head that follow a complete request in the same read are not
         counted (that head's later reads are), so such a head may pass 64 KiB by one read.
+        An answer held in `writes` leaves first: whatever these bytes make this connection
+        write (a 400, a 431) must follow it.
         """
+        if self.writes.held:
+            self.writes.flush()
         if self._wait == _BODY:
             self._wait_since = self.sweep.ticks
         else:
@@ -291,5 +303,6 @@ def protocol_class(limits: EdgeLimits) -> type[GatewayHttpProtocol]:
         "asgi": {"version": "3.0", "spec_version": "2.3"},  # uvicorn's for `interface="asgi3"` (options.py)
         "addresses": {},
         "header_names": {},
+        "writes": WriteBatch(),
     }
     return cast(type[GatewayHttpProtocol], type("GatewayHttpProtocol", (GatewayHttpProtocol,), namespace))
