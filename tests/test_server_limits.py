@@ -302,6 +302,33 @@ def test_kept_alive_connection_is_usable_then_closed_when_idle(gateways: Gateway
         assert time.monotonic() - idle_since >= 0.25
 
 
+def test_idle_kept_alive_connections_are_closed_by_the_sweep_without_a_timer_per_request(
+        gateways: GatewayFactory, backend: FakeBackend) -> None:
+    """uvicorn made and cancelled a keep-alive timer for every request; the sweep does its job."""
+    gw = gateways.start([backend], server={"keepalive_s": 0.3, "header_timeout_s": 5})
+    with connect(gw.server.port) as sock:
+        sock.sendall(head())
+        assert read_response(sock)[0] == 200
+        assert gw.server.server is not None
+        (protocol,) = gw.server.server.server_state.connections
+        assert isinstance(protocol, GatewayHttpProtocol) and protocol.timeout_keep_alive_task is None
+        assert read_until_closed(sock) == b""
+
+
+def test_a_connection_answered_before_its_body_was_in_is_still_closed_when_idle(
+        gateways: GatewayFactory, backend: FakeBackend) -> None:
+    """A forwarded route refuses a bad credential before it reads the body: the rest of the
+    body arrives after the answer, and the connection is then idle like any other (before the
+    sweep kept it, nothing would have closed it)."""
+    gw = gateways.start([backend], server={"keepalive_s": 0.3, "header_timeout_s": 5})
+    with connect(gw.server.port) as sock:
+        sock.sendall(head("/api/chat", "POST", ["Authorization: Bearer wrong", "Content-Length: 11"]) + b'{"mod')
+        assert read_response(sock)[0] == 401
+        sock.sendall(b'el":1}')  # the body's last 6 bytes: nothing more
+        assert not closed_within(sock, 0.1)  # kept alive ...
+        assert closed_within(sock, 3.0)  # ... then closed as idle
+
+
 class BodyReader:
     """An ASGI app that reads the whole body and answers 200, recording what `receive` gave."""
 

@@ -20,12 +20,13 @@ class EdgeLimits:
     max_head_bytes: int = 64 * 1024  # request line + all header fields + line ends
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    keepalive_s: float = 5.0  # an idle kept-alive connection is closed after this
     max_connections: int = 1024
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> EdgeLimits:
         return cls(header_timeout_s=server.header_timeout_s, body_timeout_s=server.body_timeout_s,
-                   max_connections=server.max_connections)
+                   keepalive_s=server.keepalive_s, max_connections=server.max_connections)
 
     @property
     def rearm_connections(self) -> int:

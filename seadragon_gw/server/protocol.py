@@ -9,8 +9,9 @@ to send it, nor the number of connections. This subclass adds, at the byte level
   Past a limit: 431 `{"error": ...}` naming the limit, and the connection is closed.
 - deadlines: the head must be complete `header_timeout_s` after the connection opened (or,
   on a kept-alive connection, after its first byte); a body may go silent for at most
-  `body_timeout_s`. Enforced by the server's `DeadlineSweep`, not by a timer per request.
-  Idle keep-alive connections are uvicorn's own `timeout_keep_alive`.
+  `body_timeout_s`; an idle kept-alive connection is closed after `keepalive_s`. Enforced by
+  the server's `DeadlineSweep`, not by a timer per request (uvicorn's keep-alive timer was a
+  timer handle made and cancelled for every request).
 - `max_connections`: one more connection is answered 503 and closed at once.
 - the access log goes through `RedactingAccessLogger`.
 
@@ -46,9 +47,10 @@ log = logging.getLogger("seadragon_gw.server")
 _MAX_SHARED_NAMES = 256  # header names whose lower-cased form a server's connections share
 
 # What the sweep checks for a connection (`_wait`).
-_IDLE = 0  # between requests (uvicorn's keep-alive timer runs) or while the app answers
+_IDLE = 0  # the request is in and the app answers (or a pipelined request waits its turn)
 _HEAD = 1  # the request head has begun (or the connection is new) and is not complete
 _BODY = 2  # the head is complete and the body is not
+_KEPT = 3  # the answer is out: kept alive, idle until the next request begins
 
 
 CONNECTION_GONE = "seadragon.connection_gone"
@@ -157,7 +159,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._wait == _BODY:
             self._wait_since = self.sweep.ticks
         else:
-            if self._wait == _IDLE:
+            if self._wait != _HEAD:  # idle, or a pipelined head after a request
                 self._wait, self._wait_since = _HEAD, self.sweep.ticks
             room = self._head_room
             if len(data) > room:
@@ -178,8 +180,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.data_received(data[room:])
 
     def _feed(self, data: bytes | memoryview) -> bool:
-        """uvicorn's `data_received`, plus the 431 answer; False when the connection is done."""
-        self._unset_keepalive_if_required()
+        """uvicorn's `data_received` (less its keep-alive timer: there is none, see
+        `on_response_complete`), plus the 431 answer; False when the connection is done."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -252,9 +254,26 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.scope[DIRECT_BODY] = DirectBody(self, cycle)  # type: ignore[literal-required]
 
     def on_message_complete(self) -> None:
-        self._wait = _IDLE
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete:  # answered before its body was in (a 401)
+            self._wait, self._wait_since = _KEPT, self.sweep.ticks
+        else:
+            self._wait = _IDLE
         self._head_room = self.limits.max_head_bytes
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but an idle kept-alive connection is left to the sweep (`_KEPT`), not to a
+        timer of its own."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._wait == _IDLE:  # not if the next head has begun already
+            self._wait, self._wait_since = _KEPT, self.sweep.ticks
 
     # -- limits -------------------------------------------------------------------------------
 
@@ -270,12 +289,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def check_deadline(self, ticks: int) -> None:
-        """Called by the sweep each tick: close a connection whose head or body is late."""
+        """Called by the sweep each tick: close a connection whose head or body is late, or
+        that was kept alive idle for too long."""
         wait = self._wait
         if wait == _IDLE or self.transport.is_closing():
             return
         waited = ticks - self._wait_since
-        if wait == _HEAD:
+        if wait == _KEPT:
+            if waited > self.sweep.keepalive_ticks:
+                self.timeout_keep_alive_handler()
+        elif wait == _HEAD:
             if waited > self.sweep.header_ticks:
                 self._close_late("request head not complete within server.header_timeout_s")
         elif self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
@@ -297,7 +320,7 @@ def protocol_class(limits: EdgeLimits) -> type[GatewayHttpProtocol]:
     namespace = {
         "limits": limits,
         "cap": ConnectionCap(limits.max_connections, limits.rearm_connections),
-        "sweep": DeadlineSweep(limits.header_timeout_s, limits.body_timeout_s),
+        "sweep": DeadlineSweep(limits.header_timeout_s, limits.body_timeout_s, limits.keepalive_s),
         "access": RedactingAccessLogger(logging.getLogger("uvicorn.access"), None),
         "busy": refusal(503, f"too many open connections (limit {limits.max_connections})"),
         "asgi": {"version": "3.0", "spec_version": "2.3"},  # uvicorn's for `interface="asgi3"` (options.py)

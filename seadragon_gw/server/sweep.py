@@ -1,9 +1,11 @@
-"""One periodic sweep per server that closes connections past their head or body deadline.
+"""One periodic sweep per server that closes connections past their head or body deadline,
+or idle past the keep-alive time.
 
-A timer per request would be an allocation on the hot path; instead the sweep advances an
-integer tick and each connection only stores the tick at which its current wait began (an
-attribute store per read). The sweep runs while the server has connections, every
-`tick_s`, so a deadline is enforced at most one tick late and never early.
+A timer per request would be an allocation on the hot path (uvicorn makes and cancels one per
+request for the keep-alive alone); instead the sweep advances an integer tick and each
+connection only stores the tick at which its current wait began (an attribute store per
+read). The sweep runs while the server has connections, every `tick_s` (an eighth of the
+shortest of the three times), so a deadline is enforced at most one tick late and never early.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ class Watched(Protocol):
 class DeadlineSweep:
     """The tick counter and sweep of one server; `GatewayHttpProtocol` registers with it."""
 
-    def __init__(self, header_timeout_s: float, body_timeout_s: float) -> None:
-        self.tick_s = min(header_timeout_s, body_timeout_s) / 8
+    def __init__(self, header_timeout_s: float, body_timeout_s: float, keepalive_s: float) -> None:
+        self.tick_s = min(header_timeout_s, body_timeout_s, keepalive_s) / 8
         self.header_ticks = math.ceil(header_timeout_s / self.tick_s)
         self.body_ticks = math.ceil(body_timeout_s / self.tick_s)
+        self.keepalive_ticks = math.ceil(keepalive_s / self.tick_s)
         self.ticks = 0
         self._members: set[Watched] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
