@@ -10,6 +10,7 @@ from starlette.types import Message, Receive, Scope
 
 from ..auth.principal import Principal
 from ..lifecycle.route import Access
+from ..server.direct import DirectBody
 from ..server.light import ConnectionGone
 from ..server.protocol import CONNECTION_GONE
 from .context import gateway_of
@@ -25,11 +26,18 @@ def header_map(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
 
 
-async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
-    """Read the whole request body, refusing (413) as soon as it passes `limit`."""
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int,
+                    direct: DirectBody | None = None) -> bytes:
+    """Read the whole request body, refusing (413) as soon as it passes `limit`. With the
+    server's `direct` body, a body that is all in already is taken without `receive`."""
     length = headers.get(b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise ApiError(413, f"request body too large (limit {limit} bytes)", {"Connection": "close"})
+    whole = direct.take_body(receive) if direct is not None else None
+    if whole is not None:
+        if len(whole) > limit:
+            raise ApiError(413, f"request body too large (limit {limit} bytes)", {"Connection": "close"})
+        return whole
     parts: list[bytes] = []
     size = 0
     while True:

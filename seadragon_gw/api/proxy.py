@@ -142,7 +142,7 @@ async def _admit(gateway: Gateway, call: Call, receive: Receive) -> None:
             raise InvalidInput("blob digest must be sha256:<64 lowercase hex digits>")
         call.body = _stream_body(receive) if scope["method"] == "POST" else None
     else:
-        body = await read_body(receive, headers, gateway.config.server.max_body_bytes)
+        body = await read_body(receive, headers, gateway.config.server.max_body_bytes, call.writer.direct)
         call.body = body
         call.payload = parse_json_object(body) if body or spec.model_field else None
         call.parsed = call.payload is not None and bool(body)

@@ -61,6 +61,23 @@ class DirectBody:
         nothing else will write in this turn of the loop."""
         return len(self._protocol.tasks) <= 1
 
+    def take_body(self, receive: Callable[[], Any]) -> bytes | None:
+        """The request body, when all of it has arrived and none of it was read: what the
+        cycle's `receive` would return in one message, without its coroutine, its event wait
+        and its message dict. None when `receive` is needed: it is not the cycle's own (a
+        middleware's, or a replay of a body read already), more is to come, a 100-continue is
+        still to send, the client is gone or the answer out, or `receive` ran already (it
+        clears the event that the body's arrival set)."""
+        cycle = self._cycle
+        if (receive != cycle.receive or cycle.more_body or not cycle.message_event.is_set() or cycle.disconnected
+                or cycle.response_complete or cycle.waiting_for_100_continue):
+            return None
+        body = bytes(cycle.body)
+        cycle.body = cycle.body[:0]  # as `receive` leaves it: empty, of its own type
+        cycle.message_event.clear()
+        cycle.flow.resume_reading()
+        return body
+
     def write(self, data: bytes) -> bool:
         """One chunk of the body (non-empty); False when the caller should wait for `on_resume`.
         A client that has gone is written nothing, as `send` does (the relay is being cancelled)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
@@ -29,7 +30,8 @@ import httptools
 from uvicorn._types import HTTPScope
 from uvicorn.config import Config
 from uvicorn.logging import TRACE_LOG_LEVEL
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 
@@ -45,6 +47,9 @@ from .sweep import DeadlineSweep
 log = logging.getLogger("seadragon_gw.server")
 
 _MAX_SHARED_NAMES = 256  # header names whose lower-cased form a server's connections share
+_MAX_SHARED_TARGETS = 256  # request targets whose parsed path and query a server's connections share
+
+Target = tuple[str, bytes, bytes]  # the scope's path, raw_path and query_string of a request target
 
 # What the sweep checks for a connection (`_wait`).
 _IDLE = 0  # the request is in and the app answers (or a pipelined request waits its turn)
@@ -78,6 +83,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     asgi: ClassVar[dict[str, str]]  # the scope's `asgi`, one for all requests (see on_message_begin)
     addresses: ClassVar[dict[tuple[str, int | None], tuple[str, int | None]]]  # the listening ones
     header_names: ClassVar[dict[bytes, bytes]]  # a header name as sent -> lower-cased (on_header)
+    targets: ClassVar[dict[bytes, Target]]  # a request target as sent -> parsed (on_headers_complete)
     writes: ClassVar[WriteBatch]  # whole answers held to the end of the loop's turn (write_batch.py)
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
@@ -244,14 +250,56 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        """uvicorn's, less what it redid for every request: the target parsed and decoded again
+        for a path this server has seen (`targets`, a table bounded as `header_names` is), and an
+        `asyncio.Event` made for the cycle (light.py's `MessageEvent` instead, which uvicorn's
+        replaced at once). The cycle also gets its `DirectBody` (direct.py)."""
         self._wait, self._wait_since = _BODY, self.sweep.ticks
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope:  # not an upgrade
-            # light.py: a one-list event for uvicorn's asyncio.Event (its task has not run yet,
-            # so nothing waits on the old one; this read's body arrives after this callback)
-            cycle.message_event = MessageEvent(self.loop)  # type: ignore[assignment]
-            self.scope[DIRECT_BODY] = DirectBody(self, cycle)  # type: ignore[literal-required]
+        parser, scope = self.parser, self.scope
+        http_version = parser.get_http_version()
+        scope["method"] = parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        if parser.should_upgrade() and self._should_upgrade():
+            return
+        target = self.targets.get(self.url)
+        if target is None:
+            target = self._parse_target(self.url)
+        scope["path"], scope["raw_path"], scope["query_string"] = target
+        app = self.app
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        existing = self.cycle
+        cycle = self.cycle = RequestResponseCycle(
+            scope=scope, transport=self.transport, flow=self.flow, logger=self.logger,
+            access_logger=self.access_logger, access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=MessageEvent(self.loop),  # type: ignore[arg-type]  # light.py
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        scope[DIRECT_BODY] = DirectBody(self, cycle)  # type: ignore[literal-required]
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, app)
+        else:  # pipelined: it waits for the one before it
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
+
+    def _parse_target(self, url: bytes) -> Target:
+        """uvicorn's parse of a request target (a bad one raises inside the parser's callback:
+        a 400), kept for the connections after this one while the table has room."""
+        parsed = httptools.parse_url(url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        target = (self.root_path + path, self.root_path.encode("ascii") + raw_path, parsed.query or b"")
+        if len(self.targets) < _MAX_SHARED_TARGETS:  # bounded: a client may send any targets it likes
+            self.targets[url] = target
+        return target
 
     def on_message_complete(self) -> None:
         cycle = self.cycle
@@ -326,6 +374,7 @@ def protocol_class(limits: EdgeLimits) -> type[GatewayHttpProtocol]:
         "asgi": {"version": "3.0", "spec_version": "2.3"},  # uvicorn's for `interface="asgi3"` (options.py)
         "addresses": {},
         "header_names": {},
+        "targets": {},
         "writes": WriteBatch(),
     }
     return cast(type[GatewayHttpProtocol], type("GatewayHttpProtocol", (GatewayHttpProtocol,), namespace))
