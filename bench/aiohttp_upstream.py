@@ -150,12 +150,13 @@ class Upstream:
     def _url(self, path: str) -> URL:
         return URL(self.base_url + path, encoded=True)
 
-    async def open(self, method: str, path: str, headers: Iterable[tuple[str, str]],
+    async def open(self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]],
                    content: bytes | AsyncIterator[bytes] | None, alone: bool = True) -> UpstreamResponse:
         """Send a request and return once the response headers are in (`alone`: unused here)."""
         try:
             response = await self._client().request(
-                method, self._url(path), headers=[*headers, *self._auth], data=content,
+                method, self._url(path), headers=[*((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers),
+                                                  *self._auth], data=content,
                 allow_redirects=False)
         except aiohttp.ClientConnectorError as exc:  # includes connect timeouts and DNS
             raise self.unreachable(exc) from None

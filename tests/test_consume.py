@@ -20,7 +20,7 @@ from tests.support.fakebackend import FakeBackend
 from tests.support.gwclient import chat
 
 ALICE = Principal(kind="token", name="alice", priority=2)
-HEADERS = [("content-type", "application/json")]
+HEADERS = [(b"content-type", b"application/json")]
 
 
 async def _turns() -> None:

@@ -76,7 +76,7 @@ async def test_keep_alive_reuses_one_connection_and_sends_host_and_length() -> N
     async with Script(handler) as script:
         pool = script.pool()
         for n in (1, 2, 3):
-            response = await pool.request("POST", "/api/chat", [("content-type", "application/json")], b"{}")
+            response = await pool.request("POST", "/api/chat", [(b"content-type", b"application/json")], b"{}")
             assert response.status == 200 and await response.read() == b'{"n": %d}' % n
             response.release()
         await pool.close()

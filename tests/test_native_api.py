@@ -168,6 +168,19 @@ def test_upstream_headers_drop_auth_and_use_backend_host(gw: RunningGateway, bac
     assert sent.headers["host"] != urlsplit(gw.url).netloc
 
 
+def test_other_client_headers_reach_the_backend_byte_for_byte(gw: RunningGateway, backend: FakeBackend) -> None:
+    """Headers go from the client's parsed head into the upstream's without a decode: a
+    latin-1 value (allowed by HTTP, if rare) arrives as it was sent; credentials still do not."""
+    headers = [(k.encode(), v.encode()) for k, v in ALICE.items()]
+    headers += [(b"X-Trace", b"caf\xe9; 1"), (b"Cookie", b"session=1")]
+    body = {"model": "llama3", "messages": USER_MSG, "stream": False}
+    assert httpx.post(gw.url + "/api/chat", json=body, headers=headers).status_code == 200
+    sent = last(backend, "/api/chat")
+    assert sent.headers["x-trace"] == "caf\xe9; 1"  # the fake decodes as latin-1
+    assert sent.headers["accept-encoding"] == "identity"
+    assert "cookie" not in sent.headers and "authorization" not in sent.headers
+
+
 @pytest.mark.parametrize("name", ["llama3", "llama3:latest"])
 def test_tag_forms_route_and_echo_client_name(gw: RunningGateway, name: str) -> None:
     resp = client(gw).chat(model=name, messages=USER_MSG)

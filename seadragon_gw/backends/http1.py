@@ -429,7 +429,7 @@ class Pool:
         self._all: set[Connection] = set()
         self.writes = WriteBatch()
 
-    async def request(self, method: str, target: str, headers: list[tuple[str, str]],
+    async def request(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
                       body: bytes | AsyncIterator[bytes] | None, alone: bool = True) -> Response:
         """Send a request and return once the response head is in. `alone`: the caller's
         is the only request in progress (sent at once; else perhaps at the end of the turn)."""
@@ -496,17 +496,21 @@ class Pool:
         await asyncio.sleep(0)
 
 
-def _head(method: str, target: str, host: bytes, headers: list[tuple[str, str]],
+def _head(method: str, target: str, host: bytes, headers: list[tuple[bytes, bytes]],
           body: bytes | AsyncIterator[bytes] | None) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), b"host: " + host]
-    lines.extend(f"{name}: {value}".encode("latin-1") for name, value in headers)
+    """The request head: the header bytes as they came, joined once (no line of its own each)."""
+    parts = [method.encode("latin-1"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
     if isinstance(body, bytes):
-        lines.append(b"content-length: %d" % len(body))
+        parts.append(b"content-length: %d\r\n\r\n" % len(body))
     elif body is not None:
-        lines.append(b"transfer-encoding: chunked")
+        parts.append(b"transfer-encoding: chunked\r\n\r\n")
     elif method in ("POST", "PUT", "PATCH"):
-        lines.append(b"content-length: 0")
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+        parts.append(b"content-length: 0\r\n\r\n")
+    else:
+        parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def failure_reason(exc: BaseException) -> str:

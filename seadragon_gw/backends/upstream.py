@@ -135,12 +135,12 @@ class FixedResponse(UpstreamResponse):
         return False  # no connection to push from: relays pull its one body
 
 
-def _credentials(api_key: str | None, user: str | None, password: str | None) -> list[tuple[str, str]]:
+def _credentials(api_key: str | None, user: str | None, password: str | None) -> list[tuple[bytes, bytes]]:
     if api_key:
-        return [("authorization", f"Bearer {api_key}")]
+        return [(b"authorization", f"Bearer {api_key}".encode("latin-1"))]
     if user is not None:
         pair = f"{unquote(user)}:{unquote(password or '')}".encode()
-        return [("authorization", "Basic " + base64.b64encode(pair).decode("ascii"))]
+        return [(b"authorization", b"Basic " + base64.b64encode(pair))]
     return []
 
 
@@ -177,7 +177,7 @@ class Upstream:
         self._pool = Pool(host, port, host_header, connect_timeout_s, read_timeout_s,
                           tls=ssl.create_default_context() if secure else None)
 
-    async def open(self, method: str, path: str, headers: Iterable[tuple[str, str]],
+    async def open(self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]],
                    content: bytes | AsyncIterator[bytes] | None, alone: bool = True) -> UpstreamResponse:
         """Send a request and return once the response headers are in. `alone` False: other
         requests are in progress, and this one may leave with theirs at the end of the loop's
@@ -200,7 +200,7 @@ class Upstream:
         """Metadata fetch for discovery and health; raises UpstreamError on any failure."""
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self.open("GET", path, [("accept", "application/json")], None)
+                response = await self.open("GET", path, [(b"accept", b"application/json")], None)
                 try:
                     body = await response.read()
                 finally:

@@ -62,7 +62,7 @@ from .webhooks import Webhooks
 
 log = logging.getLogger("seadragon_gw.jobs")
 
-HEADERS = [("content-type", "application/json")]
+HEADERS = [(b"content-type", b"application/json")]
 CANCELLED = "cancelled"
 STOPPING = SHUTDOWN_MESSAGE
 Phase = Literal["waiting", "running", "finishing"]

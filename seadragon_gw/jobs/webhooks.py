@@ -92,7 +92,7 @@ class Webhooks:
         async with self._slots:
             try:
                 async with asyncio.timeout(timeout):
-                    response = await client.open("POST", target, [("content-type", "application/json")], body)
+                    response = await client.open("POST", target, [(b"content-type", b"application/json")], body)
                     try:
                         await response.read()
                     finally:

@@ -29,7 +29,7 @@ class Forwarded:
 
     method: str
     path: str
-    headers: list[tuple[str, str]]
+    headers: list[tuple[bytes, bytes]]
     body: Body
     payload: dict[str, Any] | None = None
 

@@ -28,11 +28,12 @@ _DROP_REQUEST = frozenset({
 })
 
 
-def upstream_headers(client_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+def upstream_headers(client_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The client's headers minus its credentials and hop-by-hop ones; `Host` becomes the
-    backend's (Ollama on loopback answers 403 to a foreign Host)."""
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in client_headers if k not in _DROP_REQUEST]
-    headers.append(("accept-encoding", "identity"))
+    backend's (Ollama on loopback answers 403 to a foreign Host). Bytes as the server parsed
+    them (lower-case names) into the upstream request's head, never decoded on the way."""
+    headers = [(k, v) for k, v in client_headers if k not in _DROP_REQUEST]
+    headers.append((b"accept-encoding", b"identity"))
     return headers
 
 

@@ -98,7 +98,7 @@ class Exchange:
         self.record.granted_at = self.service.recorder.clock()
         return True
 
-    async def open(self, method: str, path: str, headers: list[tuple[str, str]], body: Body,
+    async def open(self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: Body,
                    payload: dict[str, Any] | None = None, alone: bool = True) -> UpstreamResponse:
         """Send the request to the leased backend and return once its headers are in. A
         connection failure marks the backend down at once; an answer from a backend marked
@@ -159,7 +159,7 @@ class Exchange:
         self.backend = self.entry.backend if self.position == 0 else None
         await self.wait()
 
-    async def _send(self, backend: Backend, method: str, path: str, headers: list[tuple[str, str]], body: Body,
+    async def _send(self, backend: Backend, method: str, path: str, headers: list[tuple[bytes, bytes]], body: Body,
                     payload: dict[str, Any] | None, alone: bool) -> UpstreamResponse:
         """One try on one backend: its body (renamed model, translated), passive health."""
         self.record.backend = backend.name
