@@ -115,10 +115,13 @@ async def test_the_heap_drops_entries_that_left(scheduler: Scheduler) -> None:
     scheduler.release(holder)
 
 
-async def test_a_waiter_cancelled_as_its_entry_is_granted(scheduler: Scheduler) -> None:
-    """The slot's holder finishes, so the dispatcher will grant the waiter's entry; in the same
-    turn the waiter is cancelled (its client left), which cancels `granted`. The grant must
-    not fail, the slot comes back with the waiter's release, and the next entry gets it."""
+@pytest.mark.parametrize("cancel_first", [True, False])
+async def test_a_waiter_cancelled_in_the_turn_its_entry_is_granted(scheduler: Scheduler, cancel_first: bool) -> None:
+    """The slot's holder finishes, and its release grants the waiter's entry at once; in the
+    same turn the waiter is cancelled (its client left), before or after that grant. Cancelled
+    first, `granted` is cancelled and the grant must not fail; granted first, the waiter's
+    step raises CancelledError all the same. Either way the waiter's release gives the slot
+    back unused and the next entry gets it."""
     holder = hold(scheduler)
     entry, _ = scheduler.submit(KEY, 1.0, deadline=later(scheduler, 30))
     following, _ = scheduler.submit(KEY, 2.0, deadline=later(scheduler, 30))
@@ -131,13 +134,18 @@ async def test_a_waiter_cancelled_as_its_entry_is_granted(scheduler: Scheduler) 
 
     task = asyncio.create_task(waiter())
     await asyncio.sleep(0)  # the waiter awaits `granted`
-    scheduler.release(holder)
-    await asyncio.sleep(0)  # the parked dispatcher is woken: its step runs next turn
-    task.cancel()  # ... and the waiter's after it
-    assert entry.granted.cancelled()
+    if cancel_first:
+        task.cancel()  # cancels `granted` at once; the waiter's step (and release) runs next turn
+        scheduler.release(holder)  # the freed slot takes the best entry: the waiter's
+        assert entry.granted.cancelled()
+    else:
+        scheduler.release(holder)
+        task.cancel()
+        assert entry.granted.done() and not entry.granted.cancelled()
+    assert entry.backend is not None  # it was granted in `release`
     with pytest.raises(asyncio.CancelledError):
         await task
     backend = await asyncio.wait_for(following.granted, 5)
-    assert entry.backend is backend  # it was granted, and gave the slot back unused
+    assert entry.backend is backend  # ... and gave the slot back unused
     assert backend.active == 1 and scheduler.waiting() == 0
     scheduler.release(following)

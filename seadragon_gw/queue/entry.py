@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backends.backend import Backend
@@ -23,6 +24,8 @@ class QueueEntry:
     cancelled while it waits (its client left) cancels `granted` too: whatever resolves it
     checks `done()` first, and the waiter's release takes the entry out.
     `deadline` (the loop's clock) is when a waiting entry times out (`Deadlines`).
+    `on_finish` is the scheduler's, given with the slot: `finish` calls it once, and the slot
+    is free (the scheduler's `_freed`).
     """
 
     queue_key: QueueKey
@@ -32,7 +35,7 @@ class QueueEntry:
     seq: int
     granted: asyncio.Future[Backend]
     record: RequestRecord | None = None
-    finished: asyncio.Future[None] | None = None  # made by `grant`: only a slot's holder needs one
+    on_finish: Callable[[], None] | None = None  # set by `grant`: only a slot's holder has one
     backend: Backend | None = None
     cancelled: bool = False
     profile: str | None = None  # served only by a backend running this managed profile
@@ -42,14 +45,15 @@ class QueueEntry:
     def __lt__(self, other: QueueEntry) -> bool:
         return (self.sort_key, self.seq) < (other.sort_key, other.seq)
 
-    def grant(self, backend: Backend) -> None:
+    def grant(self, backend: Backend, on_finish: Callable[[], None]) -> None:
         self.backend = backend
-        self.finished = self.granted.get_loop().create_future()
+        self.on_finish = on_finish
         if not self.granted.done():  # else cancelled by its waiter, which releases the slot at once
             self.granted.set_result(backend)
 
     def finish(self) -> None:
         """Give the slot back; safe to call more than once, and before any grant."""
-        finished = self.finished
-        if finished is not None and not finished.done():
-            finished.set_result(None)
+        on_finish = self.on_finish
+        if on_finish is not None:
+            self.on_finish = None
+            on_finish()

@@ -1,12 +1,15 @@
 """Per-model aging queues and the pool of dispatcher tasks per backend.
 
 Each backend runs `max_concurrent` dispatcher tasks, started when the backend is added and
-retired when it is removed. An idle dispatcher takes the best waiting entry among the queues
-its backend can serve; when there is none it parks. A new request is handed straight to a
-parked dispatcher when there is one (of several, the healthy backend with the most free slots
-times its `weight`), else it waits in its queue.
-A dispatcher holds its slot until the request's `finished` future is set (`release`), so the
-request's own task streams the body while the dispatcher accounts for the slot.
+retired when it is removed: one per slot. A free slot takes the best waiting entry among the
+queues its backend can serve; when there is none its dispatcher parks. A new request is handed
+straight to a parked dispatcher when there is one (of several, the healthy backend with the
+most free slots times its `weight`), else it waits in its queue.
+A slot is held until the request is released (`release`), so the request's own task streams
+the body while the scheduler accounts for the slot. The hand-overs happen in the calls that
+cause them (`submit` grants to a parked slot, `release` frees the slot and gives it the next
+entry or parks it): the dispatcher task itself only waits for its backend to be retired, so a
+request costs no dispatcher task step, future or callback of its own.
 A waiting entry that reaches its deadline is taken out of its queue and answered `QueueTimeout`
 by the scheduler (`Deadlines`: one timer for all of them).
 """
@@ -53,7 +56,7 @@ class Scheduler:
         self.config = config
         self.clock = clock
         self.queues: dict[QueueKey, AgingQueue] = {}
-        self._parked: dict[Backend, list[asyncio.Future[QueueEntry]]] = {}
+        self._parked: dict[Backend, list[asyncio.Future[None]]] = {}  # the free slots, by backend
         self._tasks: dict[Backend, list[asyncio.Task[None]]] = {}
         self._retiring: set[Backend] = set()
         self._seq = itertools.count()
@@ -234,32 +237,38 @@ class Scheduler:
 
     # -- dispatcher side ----------------------------------------------------------------
     async def _dispatcher(self, backend: Backend) -> None:
-        """Take the best entry this backend may serve, hold the slot until it finishes.
-        Ends when its parking is cancelled (the backend was retired)."""
-        while backend not in self._retiring:
-            entry = self._take_best(backend)
-            if entry is None:
-                self._want_profiles(backend)
-                entry = await self._park(backend)
-            else:
-                self._account(entry, backend)
-            finished = entry.finished
-            assert finished is not None  # made when it was granted
-            try:
-                await finished
-            finally:
-                backend.active -= 1
-
-    async def _park(self, backend: Backend) -> QueueEntry:
-        parked: asyncio.Future[QueueEntry] = self.loop.create_future()
-        waiting = self._parked.setdefault(backend, [])
-        waiting.append(parked)
+        """One slot of `backend` for as long as the backend is served. Its work is handed to it
+        in calls (`_fill`, `_grant`, `_freed`); the task waits for the end: its `slot` future
+        is cancelled when the backend is retired while the slot is parked, or set when the
+        request it holds finishes after that."""
+        slot: asyncio.Future[None] = self.loop.create_future()
+        self._fill(slot, backend)
         try:
-            return await parked
+            await slot
         except asyncio.CancelledError:
-            if parked in waiting:
-                waiting.remove(parked)
+            waiting = self._parked.get(backend)
+            if waiting is not None and slot in waiting:
+                waiting.remove(slot)
             raise
+
+    def _fill(self, slot: asyncio.Future[None], backend: Backend) -> None:
+        """A free slot: the best entry this backend may serve, or parked till one comes."""
+        entry = self._take_best(backend)
+        if entry is None:
+            self._want_profiles(backend)
+            self._parked.setdefault(backend, []).append(slot)
+        else:
+            self._account(entry, backend, slot)
+
+    def _freed(self, slot: asyncio.Future[None], backend: Backend) -> None:
+        """The request holding `slot` finished (`QueueEntry.finish`, from `release`)."""
+        backend.active -= 1
+        if slot.done():  # the scheduler stopped
+            return
+        if backend in self._retiring:
+            slot.set_result(None)  # the dispatcher ends: the backend takes nothing new
+            return
+        self._fill(slot, backend)
 
     def _take_best(self, backend: Backend) -> QueueEntry | None:
         best_queue: AgingQueue | None = None
@@ -319,25 +328,15 @@ class Scheduler:
             return None
         return min(candidates, key=_preference)
 
-    def _grant(self, parked: asyncio.Future[QueueEntry], entry: QueueEntry, backend: Backend) -> None:
-        """Hand `entry` to a parked dispatcher. The dispatcher is woken when the entry has
-        finished, not now: woken now, it would only start waiting for that (a task step per
-        request saved; its `await entry.finished` then returns at once)."""
-        self._account(entry, backend)
-        finished = entry.finished
-        assert finished is not None  # made when it was granted
-        finished.add_done_callback(functools.partial(_wake_dispatcher, parked, entry))
+    def _grant(self, slot: asyncio.Future[None], entry: QueueEntry, backend: Backend) -> None:
+        """Hand `entry` to a parked slot (its dispatcher task is not woken: nothing for it to do)."""
+        self._account(entry, backend, slot)
 
-    def _account(self, entry: QueueEntry, backend: Backend) -> None:
+    def _account(self, entry: QueueEntry, backend: Backend, slot: asyncio.Future[None]) -> None:
         backend.active += 1
         if entry.record is not None:
             entry.record.effective_priority = self.effective_priority(entry)
-        entry.grant(backend)
-
-
-def _wake_dispatcher(parked: asyncio.Future[QueueEntry], entry: QueueEntry, _: object) -> None:
-    if not parked.done():  # cancelled: the scheduler stopped
-        parked.set_result(entry)
+        entry.grant(backend, functools.partial(self._freed, slot, backend))
 
 
 def _preference(backend: Backend) -> tuple[bool, float]:
