@@ -5,7 +5,10 @@ A timer per request would be an allocation on the hot path (uvicorn makes and ca
 request for the keep-alive alone); instead the sweep advances an integer tick and each
 connection only stores the tick at which its current wait began (an attribute store per
 read). The sweep runs while the server has connections, every `tick_s` (an eighth of the
-shortest of the three times), so a deadline is enforced at most one tick late and never early.
+shorter of the head and body times, so 1.25 s by default), so a deadline is enforced at most
+one tick late and never early. The keep-alive time shares the tick: a sweep visits every
+connection (~3 ms with 10,000 open), and a tick set by the keep-alive (0.625 s by default)
+doubled how often the loop pays that.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class DeadlineSweep:
     """The tick counter and sweep of one server; `GatewayHttpProtocol` registers with it."""
 
     def __init__(self, header_timeout_s: float, body_timeout_s: float, keepalive_s: float) -> None:
-        self.tick_s = min(header_timeout_s, body_timeout_s, keepalive_s) / 8
+        self.tick_s = min(header_timeout_s, body_timeout_s) / 8  # keep-alive too: a sweep is O(connections)
         self.header_ticks = math.ceil(header_timeout_s / self.tick_s)
         self.body_ticks = math.ceil(body_timeout_s / self.tick_s)
         self.keepalive_ticks = math.ceil(keepalive_s / self.tick_s)
