@@ -644,3 +644,23 @@ def test_header_names_in_any_case_while_the_shared_lower_case_names_stay_bounded
     assert len(shared) == 256
     response = httpx.get(gw.url + "/api/version", headers={"X-rEqUeSt-Id": "late-spelling"})
     assert response.headers["x-request-id"] == "late-spelling"  # past the bound: lower-cased per request
+
+
+def test_request_targets_are_parsed_right_and_the_shared_table_stays_bounded(
+        gw: RunningGateway, backend: FakeBackend) -> None:
+    """The protocol keeps each request target's parsed path and query for later connections
+    (a bounded table, as for header names): the same target gives the same answer every
+    time, a percent-encoded path is decoded, and endless new targets cannot grow the table."""
+    assert gw.server.server is not None
+    protocol = gw.server.server.config.http_protocol_class
+    assert issubclass(protocol, GatewayHttpProtocol)
+    with httpx.Client(base_url=gw.url, timeout=WAIT_S, headers=ALICE) as client:
+        for _ in range(2):  # parsed, then from the table
+            assert client.post("/api/chat?trace=1", json=chat("q")).status_code == 200
+            assert backend.inference_requests()[-1].query == "trace=1"
+            assert client.post("/api/ollama/%63hat", json=chat("encoded")).json()["done"] is True
+        for n in range(300):
+            assert client.get(f"/api/version?n={n}").status_code == 200
+        assert len(protocol.targets) == 256
+        assert client.post("/api/chat?late=2", json=chat("late")).status_code == 200  # past the bound
+        assert backend.inference_requests()[-1].query == "late=2"
