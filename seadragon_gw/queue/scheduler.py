@@ -258,7 +258,7 @@ class Scheduler:
             self._want_profiles(backend)
             self._parked.setdefault(backend, []).append(slot)
         else:
-            self._account(entry, backend, slot)
+            self._grant(slot, entry, backend)
 
     def _freed(self, slot: asyncio.Future[None], backend: Backend) -> None:
         """The request holding `slot` finished (`QueueEntry.finish`, from `release`)."""
@@ -329,10 +329,8 @@ class Scheduler:
         return min(candidates, key=_preference)
 
     def _grant(self, slot: asyncio.Future[None], entry: QueueEntry, backend: Backend) -> None:
-        """Hand `entry` to a parked slot (its dispatcher task is not woken: nothing for it to do)."""
-        self._account(entry, backend, slot)
-
-    def _account(self, entry: QueueEntry, backend: Backend, slot: asyncio.Future[None]) -> None:
+        """`entry` takes `slot` of `backend` (a parked slot's dispatcher task is not woken:
+        there is nothing for it to do); `release` hands the slot on (`_freed`)."""
         backend.active += 1
         if entry.record is not None:
             entry.record.effective_priority = self.effective_priority(entry)
