@@ -1,5 +1,6 @@
 """The fast path before the gateway is open: a forwarded route answers 503 in its own error
-shape, with the request id, instead of reaching a gateway that does not exist yet."""
+shape, with the request id and Retry-After, instead of reaching a gateway that does not exist
+yet."""
 
 from __future__ import annotations
 
@@ -29,4 +30,5 @@ async def test_a_forwarded_route_answers_503_while_the_gateway_starts() -> None:
     start, body = sent
     assert start["status"] == 503
     assert dict(start["headers"])[b"x-request-id"] == b"early-1"
+    assert dict(start["headers"])[b"retry-after"] == b"1"  # the error's retry_after_s, as every 503 says it
     assert orjson.loads(body["body"]) == {"error": "the gateway is starting"}

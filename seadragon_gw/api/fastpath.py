@@ -86,7 +86,7 @@ class FastPath:
                 return endpoint(scope, receive, send)
             except GatewayError as exc:  # raised before its coroutine exists: the gateway is starting
                 error = as_api_error(exc)
-                return send_error(send, scope, error.status, error.message, scope[ECHO_REQUEST_ID])
+                return send_error(send, scope, error.status, error.message, scope[ECHO_REQUEST_ID], error.headers)
         return self._guarded(endpoint, scope, receive, send)
 
     async def _guarded(self, endpoint: Show, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,7 +94,7 @@ class FastPath:
             await endpoint(scope, receive, send)
         except GatewayError as exc:  # before the writer exists (the gateway is starting)
             error = as_api_error(exc)
-            await send_error(send, scope, error.status, error.message, scope[ECHO_REQUEST_ID])
+            await send_error(send, scope, error.status, error.message, scope[ECHO_REQUEST_ID], error.headers)
         except Exception as exc:  # a bug: answered and logged as Starlette's routes are
             handler = self.app.exception_handlers.get(Exception)
             if handler is None:
