@@ -32,11 +32,11 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int,
     server's `direct` body, a body that is all in already is taken without `receive`."""
     length = headers.get(b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"request body too large (limit {limit} bytes)", {"Connection": "close"})
+        raise _too_large(limit)
     whole = direct.take_body(receive) if direct is not None else None
     if whole is not None:
         if len(whole) > limit:
-            raise ApiError(413, f"request body too large (limit {limit} bytes)", {"Connection": "close"})
+            raise _too_large(limit)
         return whole
     parts: list[bytes] = []
     size = 0
@@ -48,10 +48,14 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int,
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise ApiError(413, f"request body too large (limit {limit} bytes)", {"Connection": "close"})
+                raise _too_large(limit)
             parts.append(chunk)
         if not message.get("more_body", False):
             return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body too large (limit {limit} bytes)", {"Connection": "close"})
 
 
 class DisconnectWatch:

@@ -95,13 +95,18 @@ def stream_error_line(style: ErrorStyle, message: str) -> bytes:
     return b"data: " + error_body("openai", 500, message) + b"\n\n"
 
 
+def header_pairs(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """An error's own headers (`ApiError.headers`) as ASGI header pairs."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
 async def send_error(send: Send, scope: Scope, status: int, message: str, request_id: bytes | None,
                      extra: dict[str, str] | None = None) -> None:
     """A JSON error answer in the route's error shape, straight to the ASGI `send` (for a
     request that has no writer); `extra`: the error's own headers (`ApiError.headers`)."""
     body = error_body(style_for_path(scope["path"]), status, message)
     headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (extra or {}).items()]
+    headers += header_pairs(extra or {})
     if request_id is not None:
         headers.append((b"x-request-id", request_id))
     await send({"type": "http.response.start", "status": status, "headers": headers})

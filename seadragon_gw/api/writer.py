@@ -14,7 +14,7 @@ from starlette.types import Send
 from ..records.record import RequestRecord
 from ..records.usage import COUNT_MARKER, TOKENS_MARKER, scan_usage
 from ..server.direct import DirectBody
-from .errors import ApiError, ErrorStyle, error_body, stream_error_line
+from .errors import ApiError, ErrorStyle, error_body, header_pairs, stream_error_line
 
 NDJSON = b"application/x-ndjson"
 EVENT_STREAM = b"text/event-stream"
@@ -111,8 +111,7 @@ class HttpWriter:
     async def fail(self, error: ApiError) -> None:
         """End the request with `error`: a JSON answer, or the in-band line after the head."""
         if not self.started:
-            extra = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-            headers = [(b"content-type", JSON_TYPE), *extra]
+            headers = [(b"content-type", JSON_TYPE), *header_pairs(error.headers)]
             await self._whole(error.status, headers, error_body(self.style, error.status, error.message))
             return
         line = stream_error_line(self.style, error.message)

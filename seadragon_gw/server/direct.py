@@ -115,7 +115,7 @@ class DirectBody:
         if not cycle.keep_alive and not closing:
             content.append(b"connection: close\r\n")
         content += (b"content-length: %d\r\n\r\n" % len(body), b"" if head_only else body)
-        if cycle.keep_alive:  # held to the end of the loop's turn if others wrote in it (write_batch.py)
+        if cycle.keep_alive:  # held to the end of the loop's turn unless alone (write_batch.py)
             self._protocol.writes.write(cycle.transport, b"".join(content), self._protocol.loop, self.alone)
         else:
             cycle.transport.write(b"".join(content))

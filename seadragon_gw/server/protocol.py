@@ -24,7 +24,7 @@ import asyncio
 import logging
 import urllib.parse
 from collections.abc import Callable
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import httptools
 from uvicorn._types import HTTPScope
@@ -46,8 +46,10 @@ from .sweep import DeadlineSweep
 
 log = logging.getLogger("seadragon_gw.server")
 
-_MAX_SHARED_NAMES = 256  # header names whose lower-cased form a server's connections share
-_MAX_SHARED_TARGETS = 256  # request targets whose parsed path and query a server's connections share
+_MAX_SHARED = 256  # entries of each table a server's connections share (header names, targets)
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 Target = tuple[str, bytes, bytes]  # the scope's path, raw_path and query_string of a request target
 
@@ -238,12 +240,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # uvicorn's on_header, inline (it runs for every field of every request), with the
         # lower-cased names shared: the same few names come with every request, and each
         # request's own lower-cased copies were ~250 bytes of every waiting request.
-        names = self.header_names
-        lower = names.get(name)
+        lower = self.header_names.get(name)
         if lower is None:
-            lower = name.lower()
-            if len(names) < _MAX_SHARED_NAMES:  # bounded: a client may send any names it likes
-                names[name] = lower
+            lower = _shared(self.header_names, name, name.lower())
         name = lower
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
@@ -296,10 +295,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
-        target = (self.root_path + path, self.root_path.encode("ascii") + raw_path, parsed.query or b"")
-        if len(self.targets) < _MAX_SHARED_TARGETS:  # bounded: a client may send any targets it likes
-            self.targets[url] = target
-        return target
+        return _shared(self.targets, url, (self.root_path + path, self.root_path.encode("ascii") + raw_path,
+                                           parsed.query or b""))
 
     def on_message_complete(self) -> None:
         cycle = self.cycle
@@ -360,6 +357,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "client"
+
+
+def _shared(table: dict[_K, _V], key: _K, value: _V) -> _V:
+    """`value`, kept in `table` for the server's later requests while the table has room:
+    bounded, because a client may send any header names and targets it likes."""
+    if len(table) < _MAX_SHARED:
+        table[key] = value
+    return value
 
 
 def protocol_class(limits: EdgeLimits) -> type[GatewayHttpProtocol]:
