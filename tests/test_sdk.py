@@ -163,6 +163,46 @@ def test_password_login_and_refresh_when_the_access_token_expires(gateways: Gate
     assert refused.value.message == "unauthorized: wrong username or password"
 
 
+def test_threads_sharing_a_client_refresh_once(gateways: GatewayFactory, backend: FakeBackend) -> None:
+    """Sixteen threads share one client whose access token has expired and that holds only a
+    refresh token: one refresh between them. A second refresh would send the refresh token the
+    first one ended, and with no password to log in again that thread's call would fail."""
+    wall = FakeClock(time.time())
+    gw = gateways.start([backend], clocks=Clocks(wall=wall), auth={"jwt_access_ttl_s": 60})
+    with GatewayClient(gw.url, token="tok-admin") as admin:
+        _register(gw, "ann", admin.admin.create_registration_token()["token"])
+    with GatewayClient(gw.url, username="ann", password=PASSWORD) as ann:
+        ann.me()
+        kept = ann.session.refresh_token
+    sent: list[str] = []
+    http = httpx.Client(base_url=gw.url, event_hooks={"request": [lambda r: sent.append(r.url.path)]})
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the GIL changes hands every microsecond: any check-then-set race shows
+    try:
+        with GatewayClient(gw.url, refresh_token=kept, http=http) as resumed:
+            resumed.session.token = "expired"  # as a token past its lifetime is: answered 401
+            start = threading.Barrier(16)
+            names: list[str] = []
+            errors: list[Exception] = []
+
+            def call() -> None:
+                start.wait()
+                try:
+                    names.append(resumed.me()["name"])
+                except Exception as exc:  # collected: the assertion below shows them
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=call) for _ in range(16)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == [] and names == ["ann"] * 16
+    assert sent.count("/auth/refresh") == 1, sent
+
+
 def test_jobs_submit_get_wait_cancel_list(alice: GatewayClient, backend: FakeBackend) -> None:
     accepted = alice.jobs.submit("/api/generate", {"model": "llama3", "prompt": "hi"})
     assert accepted["status"] == "queued"

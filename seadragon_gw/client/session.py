@@ -5,14 +5,16 @@ and, when the gateway answers 401 because the access token expired, renews it on
 refresh token (`POST /auth/refresh`; each refresh ends the old refresh token) or, if that is
 refused, by logging in again. Written as plans, so both clients share it.
 
-Calls that run at once (tasks of the async client) log in and renew once between them: the
-first does it, the others wait for it (a plan cannot block, so they poll) and then use its
-token. Ten calls each logging in would cost the gateway ten password hashes and trip its
-login throttle (429); ten refreshes would each end the refresh token the next one sends.
+Calls that run at once (tasks of the async client, threads sharing the blocking one) log in
+and renew once between them: the first takes the renewal lock, the others wait for it (a plan
+cannot block, so they poll it) and then use its token. Ten calls each logging in would cost
+the gateway ten password hashes and trip its login throttle (429); ten refreshes would each
+end the refresh token the next one sends.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
@@ -29,7 +31,9 @@ class Session:
     username: str | None = None
     password: str | None = None
     refresh_token: str | None = None
-    _renewing: bool = field(default=False, init=False, repr=False)  # a call is logging in or renewing
+    # Held by the call that logs in or renews. A lock, not a flag: its non-blocking acquire is one
+    # atomic step for threads too, where a flag's check and set are two.
+    _renewing: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         given = [self.api_key is not None, self.token is not None, self.username is not None]
@@ -65,15 +69,13 @@ class Session:
     def _renew_once(self, used: str | None) -> Generator[Step, Reply | None, None]:
         """Replace the token `used` (None: there is none yet), unless another call already
         did, or is doing it now: then wait for that one."""
-        while self._renewing:
+        while not self._renewing.acquire(blocking=False):
             yield Sleep(RENEW_POLL_S)
-        if self.token != used:  # renewed meanwhile
-            return
-        self._renewing = True
         try:
-            yield from self.renew()  # with no refresh token, a login
+            if self.token == used:  # not renewed meanwhile
+                yield from self.renew()  # with no refresh token, a login
         finally:
-            self._renewing = False
+            self._renewing.release()
 
     def login(self) -> Generator[Step, Reply | None, None]:
         assert self.username is not None and self.password is not None
