@@ -35,6 +35,11 @@ class ServerConfig:
     body_timeout_s: float = 30.0
     keepalive_s: float = 5.0
     max_connections: int = 1024
+    # Garbage collection with thousands waiting (seadragon_gw/gc_pacing.py): survivors of a full
+    # collection that took this long are frozen (None: never; the pauses are still measured);
+    # frozen ones are collected again when nothing is in progress, and at least this often.
+    gc_freeze_after_ms: float | None = 5.0
+    gc_thaw_interval_s: float = 600.0
     # Browser pages on these origins (exactly `scheme://host[:port]`) may call the API with
     # credentials (CORS); none by default.
     cors_origins: list[str] = field(default_factory=list)
@@ -399,7 +404,9 @@ def _check_semantics(config: GatewayConfig) -> None:
             raise ConfigError(f"websocket.{key}: must be positive")
     if config.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: must be at least 1024")
-    for key in ("header_timeout_s", "body_timeout_s", "keepalive_s", "max_connections"):
+    if config.server.gc_freeze_after_ms is not None and config.server.gc_freeze_after_ms < 0:
+        raise ConfigError("server.gc_freeze_after_ms: must be 0 or more (leave it null to never freeze)")
+    for key in ("header_timeout_s", "body_timeout_s", "keepalive_s", "max_connections", "gc_thaw_interval_s"):
         if getattr(config.server, key) <= 0:
             raise ConfigError(f"server.{key}: must be positive")
     _check_cors_origins(config.server.cors_origins)

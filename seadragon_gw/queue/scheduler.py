@@ -146,6 +146,10 @@ class Scheduler:
             return len(queue) if queue else 0
         return sum(len(h) for h in self.queues.values())
 
+    def held(self) -> int:
+        """Requests waiting or holding a backend slot (0: the gateway serves nothing now)."""
+        return self.waiting() + sum(backend.active for backend in self.backends)
+
     def effective_priority(self, entry: QueueEntry) -> float:
         minutes = (self.clock() - entry.enqueued_at) / 60.0
         return entry.priority - self.config.aging_per_minute * minutes
