@@ -273,6 +273,31 @@ def dechunk(body: bytes) -> bytes:
     return b"".join(out)
 
 
+async def gc_figures(port: int) -> dict[str, float]:
+    """The gateway's `seadragon_gc_*` samples from /metrics (gc_pacing.py's pacer)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    data = await reader.read()
+    writer.close()
+    _, _, body = data.partition(b"\r\n\r\n")
+    figures: dict[str, float] = {}
+    for line in dechunk(body).decode().splitlines() if b"chunked" in data[:500].lower() else body.decode().splitlines():
+        if line.startswith("seadragon_gc_"):
+            name, _, value = line.partition(" ")
+            figures[name] = float(value)
+    return figures
+
+
+def gc_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """Full collections between two scrapes: how many, their total pause (ms), and the longest
+    so far (ms; the pacer keeps the longest since start)."""
+    return {"collections": after["seadragon_gc_full_collections_total"] - before["seadragon_gc_full_collections_total"],
+            "total_ms": 1000 * (after["seadragon_gc_full_collection_seconds_total"]
+                                - before["seadragon_gc_full_collection_seconds_total"]),
+            "longest_ms": 1000 * after["seadragon_gc_longest_full_collection_seconds"],
+            "freezes": after["seadragon_gc_freezes_total"] - before["seadragon_gc_freezes_total"]}
+
+
 async def queue_counts(port: int) -> tuple[int, int]:
     """(waiting, processing) from the gateway's /health detail."""
     report = await get_json(port, "/health")
@@ -351,11 +376,14 @@ async def streams_scale(port: int, gw_pid: int, n: int, burst: int, tag_requests
     before = await tags_latency(port, tag_requests)
     await asyncio.sleep(0.3)
     rss_before_kb = targets.proc_rss_kb(gw_pid)
+    gc_start = await gc_figures(port)
     conns, statuses, open_s = await open_waiting(port, n, burst)
     waiting, queued_s = await wait_for(port, "waiting", n, 120)
     await asyncio.sleep(0.5)
     rss_after_kb = targets.proc_rss_kb(gw_pid)
+    gc_opened = await gc_figures(port)
     during = await tags_latency(port, tag_requests)
+    gc_tags = await gc_figures(port)
     t0 = time.monotonic()
     for c in conns:
         if c.transport is not None:
@@ -366,12 +394,28 @@ async def streams_scale(port: int, gw_pid: int, n: int, burst: int, tag_requests
     return {"streams": n, "statuses": statuses, "open_s": open_s, "reported_waiting": waiting,
             "queued_after_s": queued_s, "rss_before_mb": rss_before_kb / 1024, "rss_after_mb": rss_after_kb / 1024,
             "rss_bytes_per_stream": (rss_after_kb - rss_before_kb) * 1024 / max(waiting, 1),
-            "tags_before": before, "tags_during": during, "waiting_after_close": left, "drain_s": drain_s}
+            "tags_before": before, "tags_during": during, "waiting_after_close": left, "drain_s": drain_s,
+            "gc_while_opening": gc_delta(gc_opened, gc_start), "gc_during_tags": gc_delta(gc_tags, gc_opened)}
 
 
-def run_streams(args: argparse.Namespace) -> dict[str, Any]:
+def run_streams(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The streams part once per round and --gc-freeze-after-ms setting, alternating."""
     n, note = raise_nofile(args.streams)
     print(f"\n(b) {n:,} waiting HTTP streams; {note}", flush=True)
+    settings = [x for x in args.gc_freeze_after_ms.split(",") if x]
+    results = []
+    for rnd in range(args.gc_rounds):
+        for setting in settings:
+            result = run_streams_once(args, n, setting)
+            result.update(note=note, round=rnd, gc_freeze_after_ms=setting)
+            print(f"\nround {rnd}, server.gc_freeze_after_ms: {setting}", flush=True)
+            print_streams(result)
+            results.append(result)
+    print_gc(results)
+    return results
+
+
+def run_streams_once(args: argparse.Namespace, n: int, gc_setting: str) -> dict[str, Any]:
     os.sched_setaffinity(0, {int(c) for c in args.load_core.split(",")})
     backend_port = targets.free_port()
     backend = subprocess.Popen(["taskset", "-c", args.load_core, sys.executable, str(HERE / "fast_backend.py"),
@@ -380,16 +424,30 @@ def run_streams(args: argparse.Namespace) -> dict[str, Any]:
     try:
         targets.wait_http(backend_port, "/api/version", 10, backend)
         gateway = targets.start_target("seadragon", backend_port, 1, args.gateway_core,
-                                       extra_server={"max_connections": n + 1000}, max_waiting=n + 1000)
-        result = asyncio.run(streams_scale(gateway.port, gateway.proc.pid, n, args.connect_burst, args.tag_requests))
+                                       extra_server={"max_connections": n + 1000, "gc_freeze_after_ms": gc_setting},
+                                       max_waiting=n + 1000, backends_extra=METRICS_PUBLIC)
+        return asyncio.run(streams_scale(gateway.port, gateway.proc.pid, n, args.connect_burst, args.tag_requests))
     finally:
         if gateway is not None:
             targets.stop_target(gateway)
         backend.terminate()
         backend.wait(10)
-    result["note"] = note
-    print_streams(result)
-    return result
+
+
+METRICS_PUBLIC = "metrics:\n  public: true\n"  # /metrics without the admin credential the bench has not
+
+
+def print_gc(results: list[dict[str, Any]]) -> None:
+    print("\nFull garbage collections in the gateway (from its /metrics), per run: while the streams connected, "
+          "and during the /api/tags window\n")
+    print("| round | server.gc_freeze_after_ms | collections while connecting | their total ms | longest ms "
+          "| freezes | collections during /api/tags | /api/tags p99 ms |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        o, t = r["gc_while_opening"], r["gc_during_tags"]
+        print(f"| {r['round']} | {r['gc_freeze_after_ms']} | {o['collections']:.0f} | {o['total_ms']:.1f} "
+              f"| {o['longest_ms']:.1f} | {o['freezes']:.0f} | {t['collections']:.0f} "
+              f"| {r['tags_during']['p99_ms']:.3f} |", flush=True)
 
 
 def print_streams(r: dict[str, Any]) -> None:
@@ -415,6 +473,9 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=10000)
     p.add_argument("--connect-burst", type=int, default=256, help="streams connecting at once")
     p.add_argument("--tag-requests", type=int, default=200)
+    p.add_argument("--gc-freeze-after-ms", default="5,null",
+                   help="server.gc_freeze_after_ms settings to run the streams part with, alternating")
+    p.add_argument("--gc-rounds", type=int, default=1)
     p.add_argument("--gateway-core", default="0")
     p.add_argument("--load-core", default="1")
     p.add_argument("--json", default="")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -35,15 +36,18 @@ from .auth.passwords import PasswordHasher
 from .config import GatewayConfig
 from .errors import GatewayError
 from .gateway import Clocks, Gateway
+from .gc_pacing import GcPacer
+from .ops.gc_metrics import GcCollector
 from .store.errors import ReadOnlyDatabase
 
 log = logging.getLogger("seadragon_gw")
 
 
 def create_app(config: GatewayConfig, clocks: Clocks | None = None,
-               hasher: PasswordHasher | None = None) -> FastPath:
+               hasher: PasswordHasher | None = None, gc_pacer: GcPacer | None = None) -> FastPath:
     """The app; its gateway is opened when the server starts it (lifespan) and is then
-    `app.state.gateway`."""
+    `app.state.gateway`. `gc_pacer` is the process's (`seadragon-gw serve` makes it): started
+    once the gateway runs, watched by `/metrics`, stopped before the gateway closes."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -52,9 +56,14 @@ def create_app(config: GatewayConfig, clocks: Clocks | None = None,
         cast(GatewayApp, app).gateway = gateway  # what gateway_of reads
         try:
             await gateway.start()
+            if gc_pacer is not None:
+                gc_pacer.start(asyncio.get_running_loop(), gateway.scheduler.held)
+                gateway.ops.metrics.registry.register(GcCollector(gc_pacer.stats))
             await _announce_bootstrap(gateway)
             yield
         finally:
+            if gc_pacer is not None:
+                gc_pacer.close()
             await gateway.close()
 
     routes = [*all_routes(), *auth_routes(), *admin_routes()]

@@ -53,6 +53,7 @@ def serve(config: GatewayConfig, args: argparse.Namespace) -> int:
     from . import banner, serving
     from .app import create_app
     from .first_run import create_tokens_file
+    from .gc_pacing import gc_pacer_for
     from .listen import ListenError, bind
     from .server.options import uvicorn_options
 
@@ -72,7 +73,7 @@ def serve(config: GatewayConfig, args: argparse.Namespace) -> int:
         asyncio.run(_check_store(config.resolve_path(config.database)))
         tokens_path = config.resolve_path(config.auth.tokens_file) if config.auth.tokens_file else None
         first = create_tokens_file(tokens_path) if tokens_path else None
-        app = create_app(config)
+        app = create_app(config, gc_pacer=gc_pacer_for(config))
         url = banner.base_url(host, int(sock.getsockname()[1]))
 
         def announce() -> None:
