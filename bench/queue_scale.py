@@ -30,7 +30,11 @@ the queue. Once the gateway's `/health` (with a credential) reports N waiting: t
 growth per waiting stream (VmRSS of its process now minus before the streams, divided by N;
 socket buffers are kernel memory, not RSS) and the p50/p99 latency of 200 sequential
 `GET /api/tags` on one keep-alive connection while they wait (and the same before, for
-comparison). Then every connection is closed and the queue drains.
+comparison), and the full garbage collections the gateway's /metrics counted while the streams
+connected and during the /api/tags window (how many, their total pause, the longest). Then
+every connection is closed and the queue drains. This part runs once per round (--gc-rounds)
+and `server.gc_freeze_after_ms` setting (--gc-freeze-after-ms, default "5,null": the GC
+pacer freezing, and only measuring), the settings alternating.
 The client (this process) and the gateway each hold N sockets, so each needs N + ~200 open
 files: the soft RLIMIT_NOFILE is raised to the hard limit (the gateway inherits it), and N is
 lowered to fit if the hard limit is too small (said in the output).
