@@ -22,7 +22,7 @@ def stop_accepting(gateway: Gateway) -> int:
     error = ShuttingDown(SHUTDOWN_MESSAGE, retry_after_s=gateway.config.queue.retry_after_s)
     gateway.requests.refuse_new(error)
     answered = gateway.scheduler.reject_waiting(None, error)
-    running = sum(b.active for b in gateway.registry.backends)
+    running = gateway.scheduler.processing()
     log.info("shutting down: new requests refused, %d waiting answered, %d running get up to %gs to finish",
              answered, running, gateway.config.server.shutdown_grace_s)
     return answered

@@ -109,7 +109,7 @@ class HealthCheck:
             checked_at=self._clock(),
             backends=[backend_json(b) for b in backends],
             waiting=self._scheduler.waiting(),
-            processing=sum(b.active for b in backends),
+            processing=self._scheduler.processing(),
             database=database,
         )
 

@@ -121,7 +121,7 @@ class QueueView:
         """`GET /api/admin/stats` (seed 001), from measurements over the stats windows."""
         overall, by_class = self._stats.summaries(None)
         return {"queue_length": self._scheduler.waiting(),
-                "active_requests": sum(b.active for b in self._registry.backends),
+                "active_requests": self._scheduler.processing(),
                 "requests_per_minute": round(self._stats.requests_per_minute(), 3),
                 "average_wait_time": round(overall.mean, 4) if overall.mean is not None else 0.0,
                 "wait_seconds": self._waits_json(by_class)}

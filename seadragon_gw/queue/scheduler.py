@@ -146,9 +146,13 @@ class Scheduler:
             return len(queue) if queue else 0
         return sum(len(h) for h in self.queues.values())
 
+    def processing(self) -> int:
+        """Requests holding a backend slot, over all backends."""
+        return sum(backend.active for backend in self.backends)
+
     def held(self) -> int:
         """Requests waiting or holding a backend slot (0: the gateway serves nothing now)."""
-        return self.waiting() + sum(backend.active for backend in self.backends)
+        return self.waiting() + self.processing()
 
     def effective_priority(self, entry: QueueEntry) -> float:
         minutes = (self.clock() - entry.enqueued_at) / 60.0
