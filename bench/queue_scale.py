@@ -252,17 +252,19 @@ def chat_request(port: int, options: dict[str, Any]) -> bytes:
     return head.encode() + body
 
 
-async def get_json(port: int, path: str) -> dict[str, Any]:
-    """One GET with a credential and `Connection: close`, the body as JSON."""
+async def get_body(port: int, path: str) -> bytes:
+    """One GET with a credential and `Connection: close`: the body, de-chunked."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {targets.TOKEN}\r\n"
                  "Connection: close\r\n\r\n".encode())
     data = await reader.read()
     writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
-    if b"chunked" in head.lower():
-        body = dechunk(body)
-    return json.loads(body)
+    return dechunk(body) if b"chunked" in head.lower() else body
+
+
+async def get_json(port: int, path: str) -> dict[str, Any]:
+    return json.loads(await get_body(port, path))
 
 
 def dechunk(body: bytes) -> bytes:
@@ -279,13 +281,8 @@ def dechunk(body: bytes) -> bytes:
 
 async def gc_figures(port: int) -> dict[str, float]:
     """The gateway's `seadragon_gc_*` samples from /metrics (gc_pacing.py's pacer)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-    data = await reader.read()
-    writer.close()
-    _, _, body = data.partition(b"\r\n\r\n")
     figures: dict[str, float] = {}
-    for line in dechunk(body).decode().splitlines() if b"chunked" in data[:500].lower() else body.decode().splitlines():
+    for line in (await get_body(port, "/metrics")).decode().splitlines():
         if line.startswith("seadragon_gc_"):
             name, _, value = line.partition(" ")
             figures[name] = float(value)
